@@ -1,0 +1,3 @@
+from clawd.cli import main
+
+main()

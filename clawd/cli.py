@@ -1,0 +1,467 @@
+"""The ``clawd`` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from clawd import __version__
+from clawd import broker as embedded
+from clawd import config as cfgmod
+from clawd.envelope import decode, encode
+from clawd.errors import BrokerError, ConfigError, PluginError
+
+EX_CONFIG = 78
+EX_UNAVAILABLE = 69
+
+log = logging.getLogger("clawd")
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"clawd: {message}", err=True)
+    sys.exit(code)
+
+
+def _config(ctx: click.Context) -> Any:
+    obj = ctx.find_root().obj
+    if "config" not in obj:
+        try:
+            obj["config"] = cfgmod.load(obj["path"])
+        except ConfigError as exc:
+            click.echo("clawd: invalid configuration:", err=True)
+            for p in exc.problems:
+                click.echo(f"  {p}", err=True)
+            sys.exit(EX_CONFIG)
+    return obj["config"]
+
+
+@click.group()
+@click.option("-c", "--config", "path", metavar="FILE", help="Config file (default: $CLAWD_CONFIG, then /etc/clawd/clawd.toml).")
+@click.option("--debug", is_flag=True, help="Debug logging, and tracebacks for errors.")
+@click.version_option(__version__, prog_name="clawd")
+@click.pass_context
+def cli(ctx: click.Context, path: str | None, debug: bool) -> None:
+    """clawd: distribute tasks over MQTT."""
+    ctx.obj = {"path": path, "debug": debug}
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except BrokerError as exc:
+        _fail(str(exc), EX_UNAVAILABLE)
+    except PluginError as exc:
+        _fail(str(exc), EX_CONFIG)
+
+
+# -- run -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--role", "roles", multiple=True, type=click.Choice(["distributor", "worker"]), help="Run only this role (repeatable; default: [daemon] roles).")
+@click.option("--worker-id", help="This worker's id (default: [worker] id, $CLAWD_WORKER_ID, or <host>-1).")
+@click.pass_context
+def run(ctx: click.Context, roles: tuple[str, ...], worker_id: str | None) -> None:
+    """Run the daemon (embedded broker, distributor and worker by default)."""
+    from clawd.daemon import Daemon
+
+    cfg = _config(ctx)
+    debug = ctx.find_root().obj["debug"]
+    try:
+        from clawd import logs
+
+        logs.setup("debug" if debug else cfg.daemon.log_level, debug=debug)
+    except ImportError:  # TEMP
+        logging.basicConfig(level="DEBUG" if debug else "INFO")
+    if worker_id:
+        cfg.worker.id = worker_id
+    daemon = Daemon(cfg, list(roles) or list(cfg.daemon.roles), ctx.find_root().obj["path"])
+    try:
+        code = daemon.run()
+    except (BrokerError, PluginError) as exc:
+        if debug:
+            log.exception("fatal")
+        _fail(str(exc), EX_CONFIG if isinstance(exc, PluginError) else EX_UNAVAILABLE)
+    sys.exit(code)
+
+
+# -- submit ----------------------------------------------------------------------------
+
+
+def _parse_input(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@cli.command()
+@click.argument("type_", metavar="TYPE", required=False)
+@click.argument("input_", metavar="[INPUT]", required=False)
+@click.option("-f", "--file", "file", type=click.File("r"), help="Submit every envelope of a JSONL file (one per line; - for stdin).")
+@click.option("--lane", help="Lane (default: [distributor] default_lane).")
+@click.option("--id", "task_id", help="Task id (default: generated).")
+@click.option("--requires", multiple=True, help="Capability the worker must have (repeatable).")
+@click.option("--timeout", type=float, help="Handler time limit in seconds.")
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--wait-timeout", type=float, default=None, help="Give up waiting after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print whole result documents.")
+@click.pass_context
+def submit(ctx: click.Context, type_: str | None, input_: str | None, file: Any, lane: str | None,
+           task_id: str | None, requires: tuple[str, ...], timeout: float | None, wait: bool,
+           wait_timeout: float | None, as_json: bool) -> None:
+    """Submit a task: `clawd submit compute '2+2' --wait`. INPUT is JSON if it parses, else text; - reads stdin."""
+    from clawd.client import submit_many
+
+    cfg = _config(ctx)
+    if file is not None:
+        _submit_file(cfg, file, wait or True, wait_timeout, as_json)
+        return
+    if not type_:
+        raise click.UsageError("give a TYPE (or -f FILE)")
+    if input_ == "-":
+        input_ = sys.stdin.read()
+    env: dict[str, Any] = {"type": type_, "input": _parse_input(input_) if input_ is not None else None}
+    for key, value in (("id", task_id), ("lane", lane), ("timeout", timeout)):
+        if value is not None:
+            env[key] = value
+    if requires:
+        env["requires"] = list(requires)
+    results = submit_many(cfg, [env], wait=wait, timeout=wait_timeout)
+    if not wait:
+        click.echo(env["id"])
+        return
+    doc = results.get(env["id"])
+    if doc is None:
+        _fail(f"no result for task {env['id']} within {wait_timeout} s", 2)
+    _print_result(doc, as_json)
+    if doc["status"] != "ok":
+        sys.exit(1)
+
+
+def _print_result(doc: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(encode(doc).decode())
+    elif doc["status"] == "ok":
+        r = doc.get("result")
+        click.echo(r if isinstance(r, str) else encode(r).decode())
+    else:
+        click.echo(f"{doc['status']}: {doc.get('error')}", err=True)
+
+
+def _submit_file(cfg: Any, file: Any, wait: bool, timeout: float | None, as_json: bool) -> None:
+    from rich.progress import Progress
+
+    from clawd.client import submit_many
+
+    envelopes = []
+    for n, line in enumerate(file, 1):
+        if not line.strip():
+            continue
+        try:
+            env = json.loads(line)
+        except ValueError as exc:
+            _fail(f"{file.name}:{n}: not JSON: {exc}")
+        if not isinstance(env, dict):
+            _fail(f"{file.name}:{n}: expected a JSON object (a task envelope)")
+        envelopes.append(env)
+    counts: dict[str, int] = {}
+    start = time.monotonic()
+    with Progress(transient=True, console=None) as bar:
+        job = bar.add_task("tasks", total=len(envelopes))
+
+        def seen(doc: dict[str, Any]) -> None:
+            counts[doc["status"]] = counts.get(doc["status"], 0) + 1
+            bar.advance(job)
+            if as_json:
+                bar.console.print_json(encode(doc).decode())
+
+        results = submit_many(cfg, envelopes, wait=wait, timeout=timeout, on_result=seen)
+    missing = len(envelopes) - len(results)
+    took = time.monotonic() - start
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    click.echo(f"{len(envelopes)} submitted: {summary or 'no results'}"
+               + (f", {missing} without result" if missing else "") + f" in {took:.2f} s")
+    if missing or counts.keys() - {"ok"}:
+        sys.exit(1)
+
+
+# -- results ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("ids", nargs=-1)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing results as they arrive.")
+@click.option("--limit", default=20, show_default=True, help="How many recent results.")
+@click.pass_context
+def results(ctx: click.Context, ids: tuple[str, ...], follow: bool, limit: int) -> None:
+    """Print stored results (JSON lines), newest last; --follow streams new ones."""
+    from clawd.client import Client
+    from clawd.journal import open_readonly
+
+    cfg = _config(ctx)
+    db = cfg.state_path / "journal.db"
+    if db.exists():
+        j = open_readonly(db)
+        for doc in j.results(list(ids) or None, limit):
+            click.echo(encode(doc).decode())
+        j.db.close()
+    elif not follow:
+        _fail(f"no journal at {db} (is the distributor running with this state dir?)")
+    if follow:
+        with Client(cfg, [(cfg.broker.prefix + "/results/+", 1)]) as c:
+            while True:
+                m = c.next(None)
+                if m is None:
+                    continue
+                doc = decode(m.payload)
+                if not ids or doc.get("id") in ids:
+                    click.echo(m.payload.decode(), nl=True)
+                    sys.stdout.flush()
+
+
+# -- status ----------------------------------------------------------------------------
+
+
+def _snapshot(cfg: Any) -> dict[str, Any]:
+    from clawd.client import Client
+    from clawd.topics import Topics
+
+    t = Topics(cfg.broker.prefix)
+    with Client(cfg, [(t.metrics, 1), (t.workers_filter, 1)]) as c:
+        msgs = c.collect()
+    snap: dict[str, Any] = {"metrics": None, "workers": {}}
+    for m in msgs:
+        if not m.payload:
+            continue
+        if m.topic == t.metrics:
+            snap["metrics"] = decode(m.payload)
+        else:
+            doc = decode(m.payload)
+            snap["workers"][doc.get("id", m.topic.rsplit("/", 1)[-1])] = doc
+    return snap
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--watch", is_flag=True, help="Refresh every 2 s until interrupted.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, watch: bool) -> None:
+    """Workers, lanes and rates at a glance."""
+    from clawd.status_view import render
+
+    cfg = _config(ctx)
+    if as_json:
+        click.echo(json.dumps(_snapshot(cfg), indent=2))
+        return
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()
+    if not watch:
+        console.print(render(_snapshot(cfg)))
+        return
+    with Live(render(_snapshot(cfg)), console=console, refresh_per_second=1) as live:
+        while True:
+            time.sleep(2)
+            live.update(render(_snapshot(cfg)))
+
+
+# -- plugins ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List every plugin, where it came from and what it registered."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from clawd.plugins import load_plugins
+
+    cfg = _config(ctx)
+    pm = load_plugins(cfg)
+    rows = [
+        {"name": i.name, "source": i.source, "handlers": i.handlers,
+         "strategies": i.strategies, "hooks": i.hooks}
+        for i in pm.info.values()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("plugin", "source", "handlers", "strategies", "hooks")
+    for r in rows:
+        table.add_row(r["name"], r["source"], ", ".join(r["handlers"]),
+                      ", ".join(r["strategies"]), ", ".join(r["hooks"]))
+    Console().print(table)
+
+
+# -- config ----------------------------------------------------------------------------
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Check, show or create the configuration."""
+
+
+@config_group.command("check")
+@click.pass_context
+def config_check(ctx: click.Context) -> None:
+    """Validate the configuration (exit 78 on problems)."""
+    cfg = _config(ctx)
+    click.echo(f"configuration ok ({', '.join(cfg.sources) or 'built-in defaults'})")
+
+
+@config_group.command("show")
+@click.pass_context
+def config_show(ctx: click.Context) -> None:
+    """Print the effective configuration as TOML."""
+    click.echo(cfgmod.dump(_config(ctx)), nl=False)
+
+
+@config_group.command("init")
+@click.argument("path", type=click.Path(dir_okay=False), default="clawd.toml")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def config_init(path: str, force: bool) -> None:
+    """Write a commented sample configuration to PATH (default ./clawd.toml)."""
+    p = Path(path)
+    if p.exists() and not force:
+        _fail(f"{p} exists; use --force to overwrite")
+    p.write_text(cfgmod.SAMPLE)
+    click.echo(f"wrote {p}")
+
+
+# -- broker ----------------------------------------------------------------------------
+
+
+@cli.group("broker")
+def broker_group() -> None:
+    """Where the broker is (for mosquitto_pub / mosquitto_sub)."""
+
+
+@broker_group.command("url")
+@click.pass_context
+def broker_url(ctx: click.Context) -> None:
+    """Print the broker URL clawd uses."""
+    click.echo(embedded.resolve_url(_config(ctx)))
+
+
+@broker_group.command("args")
+@click.pass_context
+def broker_args(ctx: click.Context) -> None:
+    """Print mosquitto_pub/sub/rr connection arguments: mosquitto_sub $(clawd broker args) -t '#'."""
+    from clawd.transport import Endpoint
+
+    ep = Endpoint.parse(embedded.resolve_url(_config(ctx)))
+    if ep.unix:
+        click.echo(f"--unix {ep.host}")
+    else:
+        click.echo(f"-h {ep.host} -p {ep.port}")
+
+
+# -- dead letters ----------------------------------------------------------------------
+
+
+@cli.group("dlq")
+def dlq_group() -> None:
+    """Dead letters: list, show, replay, purge."""
+
+
+def _journal(ctx: click.Context) -> Any:
+    from clawd.journal import open_readonly
+
+    cfg = _config(ctx)
+    db = cfg.state_path / "journal.db"
+    if not db.exists():
+        _fail(f"no journal at {db} (is the distributor running with this state dir?)")
+    return open_readonly(db)
+
+
+@dlq_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def dlq_list(ctx: click.Context, as_json: bool) -> None:
+    """List dead letters."""
+    letters = _journal(ctx).dead_letters()
+    if as_json:
+        click.echo(json.dumps(letters, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "lane", "type", "reason", "attempts", "error")
+    for d in letters:
+        table.add_row(d["id"], d["lane"], d["type"], d["reason"], str(d["attempts"]),
+                      str(d.get("error", ""))[:60])
+    Console().print(table)
+
+
+@dlq_group.command("show")
+@click.argument("task_id")
+@click.pass_context
+def dlq_show(ctx: click.Context, task_id: str) -> None:
+    """Show one dead letter with its attempt history."""
+    letters = _journal(ctx).dead_letters(task_id)
+    if not letters:
+        _fail(f"no dead letter with id {task_id}")
+    click.echo(json.dumps(letters[0], indent=2))
+
+
+def _control(ctx: click.Context, cmd: dict[str, Any]) -> None:
+    from clawd.client import Client
+    from clawd.topics import Topics
+
+    cfg = _config(ctx)
+    with Client(cfg) as c:
+        c.publish(Topics(cfg.broker.prefix).control, encode(cmd), qos=1)
+        time.sleep(0.2)
+
+
+@dlq_group.command("replay")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Replay every dead letter.")
+@click.pass_context
+def dlq_replay(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> None:
+    """Put dead-lettered tasks back in their lanes with fresh attempts."""
+    if not ids and not all_:
+        raise click.UsageError("give task ids or --all")
+    _control(ctx, {"cmd": "replay", "ids": list(ids)} if ids else {"cmd": "replay"})
+    click.echo(f"replay requested for {', '.join(ids) if ids else 'all dead letters'}")
+
+
+@dlq_group.command("purge")
+@click.pass_context
+def dlq_purge(ctx: click.Context) -> None:
+    """Delete every dead letter."""
+    _control(ctx, {"cmd": "purge"})
+    click.echo("purge requested")
+
+
+# -- systemd ---------------------------------------------------------------------------
+
+
+@cli.group("systemd")
+def systemd_group() -> None:
+    """systemd integration."""
+
+
+@systemd_group.command("unit")
+@click.option("--worker", is_flag=True, help="The clawd-worker@.service template instead.")
+def systemd_unit(worker: bool) -> None:
+    """Print the unit file with this installation's paths."""
+    from clawd.units import render
+
+    click.echo(render(worker=worker), nl=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,214 @@
+"""``clawd run``: one process running the distributor role, the worker role, or both.
+
+Each role has its own MQTT connection and its own loop thread; the main thread only
+waits for signals and supervises the embedded broker. The systemd watchdog is pinged
+from the first role's loop, and only while every role loop keeps turning.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from clawd import broker as embedded
+from clawd import config as cfgmod
+from clawd.distributor.core import SESSION_EXPIRY, Distributor
+from clawd.errors import BrokerError, ConfigError, PluginError
+from clawd.journal import Journal
+from clawd.plugins import load_plugins
+from clawd.systemd import Notifier
+from clawd.transport import Endpoint, Options, Transport
+from clawd.worker.core import Worker
+
+log = logging.getLogger("clawd.daemon")
+
+#: seconds a role loop may go without turning before the watchdog stops being fed
+STALL = 5.0
+
+
+class Daemon:
+    def __init__(self, config: Any, roles: list[str], config_path: str | None = None) -> None:
+        self.config = config
+        self.roles = roles
+        self.config_path = config_path
+        self.stop_event = threading.Event()
+        self.notifier = Notifier()
+        self.broker: embedded.EmbeddedBroker | None = None
+        self.distributor: Distributor | None = None
+        self.worker: Worker | None = None
+        self.transports: list[Transport] = []
+        self.loops: dict[str, float] = {}
+        self.threads: list[threading.Thread] = []
+        self._reload = threading.Event()
+        self.exit_code = 0
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.config
+        cfg.state_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.plugins = load_plugins(cfg)
+        url = cfg.broker.url
+        if url == "embedded":
+            info = embedded.find(cfg.state_path)
+            if info is None:
+                self.broker = embedded.EmbeddedBroker(cfg.state_path)
+                url = self.broker.start()
+            else:
+                url = info["url"]
+        endpoint = Endpoint.parse(url)
+        password = cfgmod.read_password(cfg.broker) if hasattr(cfgmod, "read_password") else None
+        base = {
+            "keepalive": cfg.broker.keepalive, "username": cfg.broker.username,
+            "password": password, "tls_ca": cfg.broker.tls_ca, "tls_cert": cfg.broker.tls_cert,
+            "tls_key": cfg.broker.tls_key, "tls_insecure": cfg.broker.tls_insecure,
+        }
+        if "distributor" in self.roles:
+            journal = Journal(cfg.state_path / "journal.db")
+            d = self.distributor = Distributor(cfg, self.plugins, journal)
+            d.recover()
+            t = Transport(
+                endpoint,
+                Options(
+                    client_id=cfg.broker.client_id or f"clawd-distributor-{cfg.broker.prefix}",
+                    clean_start=False, session_expiry=SESSION_EXPIRY, manual_ack=True,
+                    subscriptions=d.subscriptions(), **base,
+                ),
+                d.on_message,
+            )
+            d.attach(t)
+            self.transports.append(t)
+        if "worker" in self.roles:
+            w = self.worker = Worker(cfg, self.plugins)
+            t = Transport(
+                endpoint,
+                Options(
+                    client_id=f"clawd-worker-{w.id}", clean_start=True, will=w.will(),
+                    subscriptions=w.subscriptions(), **base,
+                ),
+                w.on_message,
+                on_state=lambda up, why: w.announce() if up else None,
+            )
+            w.attach(t)
+            self.transports.append(t)
+        for t in self.transports:
+            t.start(timeout=15)
+        for t in self.transports:
+            if not t.subscribed.wait(10):
+                raise BrokerError(f"broker at {endpoint} did not acknowledge subscriptions")
+        self.endpoint = endpoint
+        for role in self.roles:
+            th = threading.Thread(target=self._loop, args=(role,), name=f"clawd-{role}", daemon=True)
+            self.loops[role] = time.monotonic()
+            self.threads.append(th)
+            th.start()
+        log.info("clawd running: roles %s, broker %s", ", ".join(self.roles), endpoint)
+        self.notifier.ready(self.status_line())
+
+    def status_line(self) -> str:
+        parts = []
+        if self.distributor is not None:
+            d = self.distributor
+            parts.append(
+                f"{d.lanes.depth()} queued, {d.in_flight()} in flight, "
+                f"{len(d.registry.online())} workers"
+            )
+        if self.worker is not None:
+            parts.append(f"worker {self.worker.id}: {len(self.worker.running)} running")
+        return "; ".join(parts)
+
+    # -- loops ---------------------------------------------------------------------------
+
+    def _loop(self, role: str) -> None:
+        component: Any = self.distributor if role == "distributor" else self.worker
+        first = role == self.roles[0]
+        next_status = 0.0
+        while not self.stop_event.is_set():
+            try:
+                component.run_once(0.2)
+            except Exception:
+                log.exception("%s loop failed; stopping", role)
+                self.exit_code = 1
+                self.stop_event.set()
+                return
+            now = time.monotonic()
+            self.loops[role] = now
+            if first:
+                progressing = all(now - t < STALL for t in self.loops.values())
+                progressing = progressing and all(t.connected.is_set() for t in self.transports)
+                self.notifier.maybe_watchdog(progressing)
+                if now >= next_status:
+                    self.notifier.status(self.status_line())
+                    next_status = now + 5
+
+    # -- run until stopped ---------------------------------------------------------------
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        try:
+            self.start()
+            while not self.stop_event.wait(0.5):
+                if self.broker is not None:
+                    self.broker.check()
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
+        finally:
+            self.shutdown()
+        return self.exit_code
+
+    def reload(self) -> None:
+        """SIGHUP: re-read config and plugins; an invalid config keeps the old one."""
+        self.notifier.reloading()
+        try:
+            new = cfgmod.load(self.config_path)
+            plugins = load_plugins(new)
+            if self.distributor is not None:
+                plugins.make_strategy(new.distributor.strategy, dict(new.distributor.strategy_options))
+        except (ConfigError, PluginError) as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            for p in problems:
+                log.error("reload refused: %s", p)
+            log.error("reload refused: keeping the running configuration")
+            self.notifier.ready(self.status_line())
+            return
+        if self.distributor is not None:
+            self.distributor.pending_reload = (new, plugins)
+        if self.worker is not None:
+            self.worker.pending_reload = (new, plugins)
+        logging.getLogger("clawd").setLevel(new.daemon.log_level.upper())
+        self.config = new
+        log.info("configuration reloaded from %s", ", ".join(new.sources) or "defaults")
+        self.notifier.ready(self.status_line())
+
+    def shutdown(self) -> None:
+        self.notifier.stopping("draining")
+        self.stop_event.set()
+        for th in self.threads:
+            th.join(5)
+        if self.worker is not None and self.worker.transport is not None:
+            try:
+                self.worker.drain(getattr(self.config.worker, "drain_timeout", 30.0))
+            except Exception:
+                log.exception("worker drain failed")
+        if self.distributor is not None and self.distributor.transport is not None:
+            d = self.distributor
+            d.draining = True
+            # a last turn: take in hand-backs and outcomes the drain produced
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and d.run_once(0.1):
+                pass
+            d.journal.close()
+        for t in reversed(self.transports):
+            try:
+                t.stop()
+            except Exception:
+                log.debug("transport stop failed", exc_info=True)
+        if self.broker is not None:
+            self.broker.stop()
+        log.info("clawd stopped")

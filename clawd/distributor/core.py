@@ -1,0 +1,545 @@
+"""The distributor's loop: submissions in, dispatch out, outcomes back, results out.
+
+All state changes happen on one thread (``run_once``); paho's thread only enqueues
+messages. One turn of the loop handles every message that arrived, commits the journal
+once (group commit), and only then acknowledges submissions and publishes results, so
+nothing is promised before it is durable.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import queue
+import random
+import time
+from collections import defaultdict
+from typing import Any
+
+import msgspec
+
+from clawd.distributor.entry import Entry
+from clawd.distributor.lanes import LaneScheduler
+from clawd.distributor.metrics import Metrics
+from clawd.distributor.registry import Registry, WorkerState
+from clawd.envelope import Rejected, Task, decode, encode, excerpt, parse_submission, result_doc
+from clawd.journal import Journal
+from clawd.strategy import TaskView
+from clawd.topics import Topics
+from clawd.transport import Message
+
+log = logging.getLogger("clawd.distributor")
+
+#: how many queued tasks of one lane are scanned for one that some worker can take
+SCAN = 64
+#: a lane keeps at most this many tasks in memory; the rest are paged from the journal
+WINDOW = 20_000
+#: MQTT session expiry for the distributor: submissions wait this long while it is down
+SESSION_EXPIRY = 7 * 24 * 3600
+
+
+class Distributor:
+    """Owns task state. Construct, give it a transport (``attach``), call ``run_once``."""
+
+    def __init__(self, config: Any, plugins: Any, journal: Journal) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.journal = journal
+        self.topics = Topics(config.broker.prefix)
+        self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self.registry = Registry()
+        self.lanes = LaneScheduler({n: lc.weight for n, lc in config.lanes.items()})
+        self.entries: dict[str, Entry] = {}
+        self.delayed: list[tuple[float, str]] = []
+        self.strategy = plugins.make_strategy(
+            config.distributor.strategy, dict(config.distributor.strategy_options)
+        )
+        self.metrics = Metrics()
+        self.transport: Any = None
+        self._acks: list[tuple[int, int]] = []
+        self._out: list[tuple[str, bytes, dict[str, Any]]] = []
+        self._next_tick = 0.0
+        self.draining = False
+        self._poison_after = getattr(config.distributor, "poison_after", 3)
+        self.pending_reload: tuple[Any, Any] | None = None
+
+    def _apply_reload(self, config: Any, plugins: Any) -> None:
+        """Apply a reloaded config on this loop's thread: lanes, strategy, retries."""
+        self.pending_reload = None
+        self.config = config
+        self.plugins = plugins
+        self.lanes.configure({n: lc.weight for n, lc in config.lanes.items()})
+        self.strategy = plugins.make_strategy(
+            config.distributor.strategy, dict(config.distributor.strategy_options)
+        )
+        self._poison_after = getattr(config.distributor, "poison_after", 3)
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        t = self.topics
+        return [
+            (t.workers_filter, 1),
+            (t.done_filter, 1),
+            (t.tasks_filter, 1),
+            (t.control, 1),
+            (f"{t.prefix}/progress/+", 0),
+        ]
+
+    def attach(self, transport: Any) -> None:
+        self.transport = transport
+
+    def on_message(self, msg: Message) -> None:
+        """Called on paho's thread: only enqueue."""
+        self.inbox.put(msg)
+
+    def recover(self) -> int:
+        """Load every queued task from the journal (after a restart)."""
+        n = 0
+        for lane_name in self.journal.lanes_with_open():
+            if lane_name not in self.lanes.lanes:
+                self.lanes.configure({lane_name: 1})
+            n += self._page_in(self.lanes.lanes[lane_name])
+        if n:
+            log.info("resumed %d open task(s) from the journal", n)
+        return n
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run_once(self, timeout: float = 0.2) -> int:
+        """Handle what arrived (waiting up to ``timeout``), commit, acknowledge, dispatch."""
+        if self.pending_reload is not None:
+            self._apply_reload(*self.pending_reload)
+        handled = 0
+        try:
+            msg = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            msg = None
+        while msg is not None:
+            self._handle(msg)
+            handled += 1
+            if handled >= 5000:
+                break
+            try:
+                msg = self.inbox.get_nowait()
+            except queue.Empty:
+                msg = None
+        now = time.monotonic()
+        if now >= self._next_tick:
+            self._tick(now)
+            self._next_tick = now + 0.5
+        if not self.draining:
+            self._dispatch()
+        self._flush()
+        return handled
+
+    def _flush(self) -> None:
+        """Commit, then acknowledge and publish: nothing is promised before it is durable."""
+        self.journal.commit()
+        tr = self.transport
+        for topic, payload, kw in self._out:
+            tr.publish(topic, payload, **kw)
+        self._out.clear()
+        for mid, qos in self._acks:
+            tr.ack(mid, qos)
+        self._acks.clear()
+
+    def _publish(self, topic: str, payload: bytes, **kw: Any) -> None:
+        self._out.append((topic, payload, kw))
+
+    def _handle(self, msg: Message) -> None:
+        levels = self.topics.split(msg.topic)
+        kind = levels[0]
+        try:
+            if kind == "tasks":
+                self._submission(msg, levels)
+                return
+            if kind == "_" and len(levels) == 3 and levels[1] == "done":
+                self._report(levels[2], decode(msg.payload))
+            elif kind == "workers" and len(levels) == 2:
+                self._worker_status(levels[1], msg.payload)
+            elif kind == "progress" and len(levels) == 2:
+                e = self.entries.get(levels[1])
+                if e is not None and e.state == "running":
+                    e.lease_until = time.monotonic() + self.config.distributor.liveness_timeout
+            elif kind == "_" and levels[1:] == ["control"]:
+                self._control(decode(msg.payload))
+        except (
+            msgspec.DecodeError,
+            msgspec.ValidationError,
+            ValueError,
+            TypeError,
+            KeyError,
+        ) as exc:
+            self._error(f"unreadable message: {exc}", msg.topic, msg.payload)
+        finally:
+            if kind != "tasks":
+                self._acks.append((msg.mid, msg.qos))
+
+    # -- submissions ---------------------------------------------------------------------
+
+    def _submission(self, msg: Message, levels: list[str]) -> None:
+        self._acks.append((msg.mid, msg.qos))
+        try:
+            task = parse_submission(
+                levels,
+                msg.payload,
+                lanes=self.lanes.lanes,
+                max_payload=self.config.daemon.max_payload,
+                expiry=msg.expiry,
+            )
+            if (
+                task.type not in self.plugins.handlers
+                and task.type not in self.registry.known_types()
+            ):
+                known = sorted(set(self.plugins.handlers) | self.registry.known_types())
+                raise Rejected(
+                    f"unknown task type {task.type!r} (known: {', '.join(known) or 'none yet'})",
+                    task.id if msg.payload.lstrip()[:1] == b"{" else None,
+                )
+        except Rejected as exc:
+            self.metrics.count("rejected")
+            self._error(exc.error, msg.topic, msg.payload, exc.task_id)
+            if exc.task_id:
+                self._publish(
+                    self.topics.result(exc.task_id),
+                    encode(_rejected_doc(exc.task_id, levels, exc.error)),
+                )
+            return
+        reply = (
+            [msg.response_topic, msg.correlation.hex() if msg.correlation else None]
+            if msg.response_topic
+            else None
+        )
+        if task.id in self.entries:
+            return  # already open: it will produce its one result
+        known = self.journal.lookup(task.id)
+        if known is not None:
+            state, result = known
+            if result is not None:  # idempotent: the stored outcome stands
+                self._publish_result(result, reply)
+            return
+        self.journal.add(task, reply)
+        self.metrics.count("submitted")
+        entry = Entry(task, reply)
+        self.entries[task.id] = entry
+        lane = self.lanes.lanes[task.lane]
+        if lane.spilled or len(lane.queue) >= WINDOW:
+            # the journal holds it; it is paged back in order when the lane drains
+            lane.spilled = True
+            del self.entries[task.id]
+        else:
+            self.lanes.push(entry)
+
+    def _error(self, error: str, topic: str, payload: bytes, task_id: str | None = None) -> None:
+        doc: dict[str, Any] = {"error": error, "topic": topic, "payload_excerpt": excerpt(payload)}
+        if task_id:
+            doc["id"] = task_id
+        log.warning("rejected message on %s: %s", topic, error)
+        self._publish(self.topics.errors, encode(doc))
+
+    # -- workers -------------------------------------------------------------------------
+
+    def _worker_status(self, worker_id: str, payload: bytes) -> None:
+        if not payload:
+            return  # a cleared retained status
+        status = decode(payload)
+        w = self.registry.get(worker_id)
+        state = status.get("state")
+        session = status.get("session", "")
+        if w.online and session != w.session:
+            # the worker restarted with the same id: what it ran before is gone
+            self._lose_worker(w, "restarted", lost=True)
+        w.update(status)
+        w.session = session
+        if state == "online":
+            if not w.online:
+                log.info("worker %s online (capacity %d)", worker_id, w.capacity)
+            w.online = True
+        elif state == "draining":
+            w.online = False
+        elif w.online or w.running:
+            log.info("worker %s %s", worker_id, status.get("reason") or "offline")
+            w.online = False
+            self._lose_worker(
+                w, status.get("reason") or "offline", lost=status.get("reason") == "lost"
+            )
+
+    def _lose_worker(self, w: WorkerState, why: str, *, lost: bool) -> None:
+        for task_id, attempt in list(w.running.items()):
+            e = self.entries.get(task_id)
+            if e is None or e.state != "running" or e.attempt != attempt or e.worker != w.id:
+                continue
+            e.history.append(_attempt(e, w.id, "lost", f"worker {w.id} {why}"))
+            if lost:
+                e.lost += 1
+            if lost and e.lost >= self._poison_after:
+                self._dead(e, "poison", f"the worker running it was lost {e.lost} times")
+            else:
+                self._requeue(e, front=True)
+        w.running.clear()
+
+    def _report(self, worker_id: str, report: dict[str, Any]) -> None:
+        w = self.registry.get(worker_id)
+        w.last_seen = time.monotonic()
+        lease = w.last_seen + self.config.distributor.liveness_timeout
+        for task_id, attempt in report.get("running", ()):
+            e = self.entries.get(task_id)
+            if e is not None and e.attempt == attempt and e.worker == worker_id:
+                e.lease_until = lease
+        for o in report.get("outcomes", ()):
+            self._outcome(w, o)
+        for task_id, attempt in report.get("handback", ()):
+            if w.running.get(task_id) == attempt:
+                del w.running[task_id]
+                e = self.entries.get(task_id)
+                if e is not None and e.attempt == attempt and e.state == "running":
+                    e.history.append(_attempt(e, worker_id, "handback", "worker drained"))
+                    e.attempt -= 1  # a hand-back is not a failed attempt
+                    self._requeue(e, front=True)
+
+    def _outcome(self, w: WorkerState, o: dict[str, Any]) -> None:
+        task_id, attempt = o["id"], o["attempt"]
+        if w.running.get(task_id) == attempt:
+            del w.running[task_id]
+        e = self.entries.get(task_id)
+        if e is None or e.state != "running" or e.attempt != attempt or e.worker != w.id:
+            # fencing: an outcome of a superseded attempt never becomes a second result
+            self.metrics.count("stale_outcomes")
+            return
+        seconds = o.get("ms", 0.0) / 1000.0
+        w.observe(e.task.type, seconds)
+        self.metrics.observe_task(e.task.lane, e.task.type, seconds)
+        if o["status"] == "ok":
+            e.history.append(_attempt(e, w.id, "ok"))
+            self._finish(e, "ok", result=o.get("result"), worker=w.id)
+            return
+        error = o.get("error") or "unknown error"
+        code = o.get("code")
+        e.history.append(_attempt(e, w.id, code or "error", error))
+        if not o.get("retryable", True):
+            self._dead(e, "non_retryable", error, worker=w.id)
+        elif e.attempt >= self._max_attempts(e.task):
+            self._dead(e, "timeout" if code == "timeout" else "max_attempts", error, worker=w.id)
+        else:
+            self.metrics.count("retried")
+            self._retry_later(e)
+
+    # -- state transitions ---------------------------------------------------------------
+
+    def _max_attempts(self, task: Task) -> int:
+        if task.max_attempts:
+            return task.max_attempts
+        hc = self.config.handler_config(task.type)
+        return hc.max_attempts or self.config.retry.max_attempts
+
+    def _retry_later(self, e: Entry) -> None:
+        r = self.config.retry
+        # capped exponential backoff with full jitter
+        delay = random.uniform(0, min(r.backoff_cap, r.backoff_base * 2 ** (e.attempt - 1)))
+        e.state = "delayed"
+        e.worker = None
+        heapq.heappush(self.delayed, (time.monotonic() + delay, e.task.id))
+
+    def _requeue(self, e: Entry, *, front: bool = False) -> None:
+        e.state = "queued"
+        e.worker = None
+        e.enqueued_at = time.monotonic()
+        self.lanes.push(e, front=front)
+
+    def _finish(
+        self,
+        e: Entry,
+        status: str,
+        *,
+        result: Any = msgspec.UNSET,
+        error: str | None = None,
+        worker: str | None = None,
+    ) -> dict[str, Any]:
+        doc = result_doc(
+            e.task, status, attempts=e.attempt, result=result, error=error, worker=worker
+        )
+        self.journal.finish(e.task.id, status, doc, e.history)
+        self.entries.pop(e.task.id, None)
+        e.state = "done"
+        self.metrics.count(status)
+        self._publish_result(doc, e.reply)
+        self.plugins.notify("clawd_task_finished", result=doc)
+        return doc
+
+    def _publish_result(self, doc: dict[str, Any], reply: list[Any] | None) -> None:
+        payload = encode(doc)
+        self._publish(self.topics.result(doc["id"]), payload)
+        if reply:
+            corr = bytes.fromhex(reply[1]) if reply[1] else None
+            self._publish(reply[0], payload, response_topic=None, correlation=corr)
+
+    def _dead(self, e: Entry, reason: str, error: str, worker: str | None = None) -> None:
+        self._finish(e, "failed", error=error, worker=worker)
+        letter = {
+            "id": e.task.id,
+            "type": e.task.type,
+            "lane": e.task.lane,
+            "task": msgspec.to_builtins(e.task),
+            "reason": reason,
+            "error": error,
+            "attempts": e.attempt,
+            "history": e.history,
+            "dead_at": time.time(),
+        }
+        self.journal.dead_letter(e.task.id, e.task.lane, reason, letter)
+        self.metrics.count("dead")
+        log.warning("task %s dead-lettered: %s (%s)", e.task.id, reason, error)
+        self._publish(self.topics.dead(e.task.lane), encode(letter))
+        self.plugins.notify("clawd_dead_letter", letter=letter)
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        if not self.registry.free_slots():
+            return
+        batches: dict[str, list[Task]] = defaultdict(list)
+        blocked: set[str] = set()
+        now = time.monotonic()
+        wall = time.time()
+        lease = now + self.config.distributor.liveness_timeout
+        while True:
+            order = self.lanes.candidates(exclude=blocked)
+            if not order:
+                break
+            lane = order[0]
+            picked = None
+            for i, e in enumerate(lane.queue):
+                if i >= SCAN:
+                    break
+                if e.task.expires_at is not None and e.task.expires_at < wall:
+                    picked = (i, e, None)
+                    break
+                cands = self.registry.candidates(e.task.type, e.task.lane, e.task.requires)
+                if cands:
+                    picked = (i, e, cands)
+                    break
+            if picked is None:
+                blocked.add(lane.name)
+                continue
+            i, e, cands = picked
+            del lane.queue[i]
+            if cands is None:
+                e.attempt += 1
+                self._dead(e, "expired", "the task's time to live ran out before it started")
+                continue
+            self.lanes.served(lane)
+            t = e.task
+            view = TaskView(t.id, t.type, t.lane, tuple(t.requires), t.cost, t.meta or {})
+            w = self.strategy.choose(view, cands) if len(cands) > 1 else cands[0]
+            e.attempt += 1
+            e.state = "running"
+            e.worker = w.id
+            e.lease_until = lease
+            e.dispatched_at = now
+            w.running[t.id] = e.attempt
+            t.attempt = e.attempt
+            self.journal.dispatched(t.id, e.attempt)
+            batches[w.id].append(t)
+            self.metrics.dispatched(now - e.enqueued_at)
+            if lane.spilled and len(lane.queue) < WINDOW // 2:
+                self._page_in(lane)
+            if not self.registry.free_slots():
+                break
+        for worker_id, tasks in batches.items():
+            self._publish(self.topics.dispatch(worker_id), encode({"tasks": tasks}))
+
+    def _page_in(self, lane: Any) -> int:
+        rows = self.journal.open_tasks(lane.name, after=lane.cursor, limit=WINDOW // 2)
+        for seq, task, attempts, reply, history in rows:
+            lane.cursor = seq
+            if task.id in self.entries:
+                continue
+            e = Entry(task, reply, attempts, history, seq)
+            self.entries[task.id] = e
+            self.lanes.push(e)
+        lane.spilled = len(rows) >= WINDOW // 2
+        return len(rows)
+
+    # -- timers --------------------------------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        while self.delayed and self.delayed[0][0] <= now:
+            _, task_id = heapq.heappop(self.delayed)
+            e = self.entries.get(task_id)
+            if e is not None and e.state == "delayed":
+                self._requeue(e)
+        silent = now - self.config.distributor.liveness_timeout
+        for w in self.registry.online():
+            if w.last_seen < silent:
+                log.warning(
+                    "worker %s silent for %.0f s: requeueing its tasks", w.id, now - w.last_seen
+                )
+                w.online = False
+                self._lose_worker(w, "silent", lost=True)
+        for e in list(self.entries.values()):
+            if e.state == "running" and e.lease_until < now:
+                w = self.registry.get(e.worker or "")
+                w.running.pop(e.task.id, None)
+                e.history.append(_attempt(e, e.worker, "lease_expired", "lease expired"))
+                self._requeue(e, front=True)
+        self.metrics.maybe_publish(self, now)
+
+    # -- operator commands ---------------------------------------------------------------
+
+    def _control(self, cmd: dict[str, Any]) -> None:
+        op = cmd.get("cmd")
+        if op == "replay":
+            ids = cmd.get("ids") or [d["id"] for d in self.journal.dead_letters()]
+            for task_id in ids:
+                self.replay(task_id)
+        elif op == "purge":
+            self.journal.purge_dead()
+        else:
+            raise ValueError(f"unknown control command {op!r} (known: replay, purge)")
+
+    def replay(self, task_id: str) -> bool:
+        """Put a dead-lettered task back in its lane with fresh attempts."""
+        letters = self.journal.dead_letters(task_id)
+        if not letters or task_id in self.entries:
+            return False
+        task = msgspec.convert(letters[0]["task"], Task)
+        task.attempt = 0
+        self.journal.requeue(task_id)
+        e = Entry(task, None)
+        self.entries[task_id] = e
+        self.lanes.push(e)
+        log.info("replaying dead letter %s", task_id)
+        return True
+
+    # -- views ---------------------------------------------------------------------------
+
+    def in_flight(self) -> int:
+        return sum(len(w.running) for w in self.registry.workers.values())
+
+
+def _attempt(e: Entry, worker: str | None, status: str, error: str | None = None) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "attempt": e.attempt,
+        "worker": worker,
+        "status": status,
+        "at": time.time(),
+    }
+    if error:
+        rec["error"] = error
+    return rec
+
+
+def _rejected_doc(task_id: str, levels: list[str], error: str) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "id": task_id,
+        "type": levels[2] if len(levels) > 2 else None,
+        "lane": levels[1] if len(levels) > 1 else None,
+        "status": "rejected",
+        "error": error,
+        "attempts": 0,
+        "submitted_at": now,
+        "finished_at": now,
+        "duration_ms": 0.0,
+    }

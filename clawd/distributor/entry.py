@@ -1,0 +1,47 @@
+"""The distributor's in-memory record of one open task."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from clawd.envelope import Task
+
+
+class Entry:
+    """One accepted, not yet terminal task."""
+
+    __slots__ = (
+        "task",
+        "reply",
+        "attempt",
+        "history",
+        "state",
+        "worker",
+        "lease_until",
+        "enqueued_at",
+        "seq",
+        "lost",
+        "dispatched_at",
+    )
+
+    def __init__(
+        self,
+        task: Task,
+        reply: list[Any] | None = None,
+        attempt: int = 0,
+        history: list[dict[str, Any]] | None = None,
+        seq: int = 0,
+    ) -> None:
+        self.task = task
+        self.reply = reply
+        self.attempt = attempt
+        self.history: list[dict[str, Any]] = history if history is not None else []
+        self.state = "queued"  # queued | delayed | running
+        self.worker: str | None = None
+        self.lease_until = 0.0
+        self.enqueued_at = time.monotonic()
+        self.seq = seq
+        #: times the worker running this task vanished (poison detection)
+        self.lost = 0
+        self.dispatched_at = 0.0

@@ -1,0 +1,86 @@
+"""Counters and the retained ``clawd/metrics`` snapshot."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from clawd.envelope import encode
+
+INTERVAL = 2.0
+
+
+class Metrics:
+    """What the distributor counts; ``snapshot`` is what ``clawd status`` shows."""
+
+    def __init__(self) -> None:
+        self.counters: Counter[str] = Counter()
+        self.started = time.time()
+        self.dispatch_wait_total = 0.0
+        self.dispatch_count = 0
+        self._last_publish = 0.0
+        self._last_counters: Counter[str] = Counter()
+        self.rates: dict[str, float] = {}
+        self.task_seconds: dict[str, list[float]] = {}
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] += n
+
+    def dispatched(self, waited: float) -> None:
+        self.dispatch_count += 1
+        self.dispatch_wait_total += waited
+
+    def observe_task(self, lane: str, type_: str, seconds: float) -> None:
+        """Hook point for latency histograms (the Prometheus exporter reads these)."""
+
+    def snapshot(self, d: Any) -> dict[str, Any]:
+        now = time.monotonic()
+        lanes = {
+            ln.name: {
+                "weight": ln.weight,
+                "depth": len(ln.queue),
+                "spilled": ln.spilled,
+                "oldest_age": round(ln.oldest_age(now), 3),
+                "served": ln.served,
+            }
+            for ln in d.lanes.lanes.values()
+        }
+        workers = {
+            w.id: {
+                "online": w.online,
+                "capacity": w.capacity,
+                "in_flight": len(w.running),
+                "utilisation": round(len(w.running) / w.capacity, 3) if w.capacity else 0.0,
+                "done": w.done,
+                "handlers": sorted(w.handlers),
+                "capabilities": sorted(w.capabilities),
+            }
+            for w in d.registry.workers.values()
+        }
+        return {
+            "at": time.time(),
+            "uptime": round(time.time() - self.started, 1),
+            "lanes": lanes,
+            "in_flight": d.in_flight(),
+            "delayed": len(d.delayed),
+            "workers": workers,
+            "counters": dict(self.counters),
+            "rates": self.rates,
+            "distributed": self.dispatch_count,
+            "avg_distribution_ms": round(1000 * self.dispatch_wait_total / self.dispatch_count, 3)
+            if self.dispatch_count
+            else 0.0,
+        }
+
+    def maybe_publish(self, d: Any, now: float) -> None:
+        if now - self._last_publish < INTERVAL:
+            return
+        elapsed = now - self._last_publish if self._last_publish else INTERVAL
+        self.rates = {
+            k: round((v - self._last_counters.get(k, 0)) / elapsed, 2)
+            for k, v in self.counters.items()
+        }
+        self._last_counters = Counter(self.counters)
+        self._last_publish = now
+        d._publish(d.topics.metrics, encode(self.snapshot(d)), retain=True, qos=1)

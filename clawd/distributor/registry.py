@@ -1,0 +1,75 @@
+"""The workers the distributor knows, from their retained status and their reports."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from clawd.strategy import WorkerView
+
+
+class WorkerState(WorkerView):
+    """A worker: what it announced, what it runs now, and when it was last heard."""
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id=id, capacity=0)
+        self.online = False
+        self.session = ""
+        self.last_seen = 0.0
+        #: task id -> attempt of everything dispatched to it and not yet reported
+        self.running: dict[str, int] = {}
+        self.status: dict[str, Any] = {}
+        self.done = 0
+        self.busy_seconds = 0.0
+
+    def update(self, status: dict[str, Any]) -> None:
+        self.status = status
+        self.capacity = int(status.get("capacity") or 0)
+        self.handlers = frozenset(status.get("handlers") or ())
+        self.capabilities = frozenset(status.get("capabilities") or ())
+        self.lanes = frozenset(status.get("lanes") or ())
+        self.last_seen = time.monotonic()
+
+    def observe(self, type_: str, seconds: float, alpha: float = 0.3) -> None:
+        """Fold one task time into the per-type EWMA that ``fastest`` routes on."""
+        prior = self.ewma.get(type_)
+        self.ewma[type_] = seconds if prior is None else prior + alpha * (seconds - prior)
+        self.done += 1
+        self.busy_seconds += seconds
+
+    def can_take(self, type_: str, lane: str, requires: list[str]) -> bool:
+        return (
+            self.online
+            and len(self.running) < self.capacity
+            and type_ in self.handlers
+            and (not self.lanes or lane in self.lanes)
+            and (not requires or self.capabilities.issuperset(requires))
+        )
+
+
+class Registry:
+    """All workers ever seen (offline ones keep their handlers: they say what types exist)."""
+
+    def __init__(self) -> None:
+        self.workers: dict[str, WorkerState] = {}
+
+    def get(self, worker_id: str) -> WorkerState:
+        w = self.workers.get(worker_id)
+        if w is None:
+            w = self.workers[worker_id] = WorkerState(worker_id)
+        return w
+
+    def online(self) -> list[WorkerState]:
+        return [w for w in self.workers.values() if w.online]
+
+    def free_slots(self) -> int:
+        return sum(max(0, w.capacity - len(w.running)) for w in self.workers.values() if w.online)
+
+    def known_types(self) -> set[str]:
+        types: set[str] = set()
+        for w in self.workers.values():
+            types |= w.handlers
+        return types
+
+    def candidates(self, type_: str, lane: str, requires: list[str]) -> list[WorkerState]:
+        return [w for w in self.workers.values() if w.can_take(type_, lane, requires)]

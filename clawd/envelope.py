@@ -1,0 +1,252 @@
+"""The wire format: task envelopes in, results and rejections out.
+
+Every way a submission can be wrong ends here as a :class:`Rejected` that names the
+problem; nothing in this module raises anything else for any input bytes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import time
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
+EXCERPT = 200
+
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+Attempts = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+
+
+class Rejected(Exception):
+    """A submission that cannot become a task. ``task_id`` is set when a valid id was known."""
+
+    def __init__(self, error: str, task_id: str | None = None):
+        super().__init__(error)
+        self.error = error
+        self.task_id = task_id
+
+
+class Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """What a producer publishes (DESIGN.md section 2). ``task`` is an alias of ``input``."""
+
+    type: str | None = None
+    input: Any = msgspec.UNSET
+    task: Any = msgspec.UNSET
+    id: str | None = None
+    lane: str | None = None
+    requires: list[str] = msgspec.field(default_factory=list)
+    timeout: PositiveFloat | None = None
+    max_attempts: Attempts | None = None
+    meta: dict[str, Any] | None = None
+    #: seconds the task may wait before it starts; expired tasks are dead-lettered
+    ttl: PositiveFloat | None = None
+    #: relative cost hint for strategies
+    cost: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
+class Task(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """A task as the distributor journals it and a worker receives it."""
+
+    id: str
+    type: str
+    lane: str
+    input: Any = None
+    requires: list[str] = msgspec.field(default_factory=list)
+    timeout: float | None = None
+    max_attempts: int | None = None
+    meta: dict[str, Any] | None = None
+    cost: float | None = None
+    expires_at: float | None = None
+    submitted_at: float = 0.0
+    attempt: int = 0
+
+
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+_any_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+
+def encode(obj: Any) -> bytes:
+    """JSON-encode for the wire (msgspec: fast, and never NaN)."""
+    return _encoder.encode(obj)
+
+
+def decode(data: bytes) -> Any:
+    return _any_decoder.decode(data)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def excerpt(payload: bytes) -> str:
+    """A printable, bounded excerpt of a payload for error reports."""
+    text = payload[:EXCERPT].decode("utf-8", "replace")
+    return text + ("..." if len(payload) > EXCERPT else "")
+
+
+def check_id(value: Any) -> str:
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        shown = repr(value)[:60]
+        raise Rejected(
+            f"invalid id {shown}: ids are 1-128 characters of A-Z a-z 0-9 . _ : - "
+            "(they become MQTT topic levels)"
+        )
+    return value
+
+
+def _decode_error(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "payload is nested too deeply"
+    return f"invalid JSON: {exc}"
+
+
+def parse_submission(
+    levels: list[str],
+    payload: bytes,
+    *,
+    lanes: Any,
+    max_payload: int,
+    expiry: float | None = None,
+    now: float | None = None,
+) -> Task:
+    """Turn a message on ``<prefix>/tasks/<lane>[/<type>]`` into a Task or raise Rejected.
+
+    ``levels`` are the topic levels after the prefix (``["tasks", lane, type?]``);
+    ``lanes`` is the set of configured lane names; ``expiry`` the MQTT v5 Message
+    Expiry Interval when the publisher set one.
+    """
+    if len(payload) > max_payload:
+        raise Rejected(f"payload of {len(payload)} bytes is over the limit of {max_payload}")
+    if len(levels) not in (2, 3) or not all(levels[1:]):
+        raise Rejected("topic must be <prefix>/tasks/<lane> or <prefix>/tasks/<lane>/<type>")
+    lane = levels[1]
+    topic_type = levels[2] if len(levels) == 3 else None
+
+    stripped = payload.lstrip()
+    if stripped[:1] == b"{":
+        try:
+            env = _envelope_decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            raise Rejected(_envelope_error(exc)) from None
+    elif topic_type is None:
+        raise Rejected(
+            "a task on <prefix>/tasks/<lane> must be a JSON object envelope "
+            '({"type": ..., "input": ...}); publish raw input to <prefix>/tasks/<lane>/<type>'
+        )
+    else:
+        env = Envelope(type=topic_type, input=_raw_input(stripped, payload))
+
+    task_id = check_id(env.id) if env.id is not None else new_id()
+    try:
+        return _build(env, task_id, lane, topic_type, lanes, expiry, now)
+    except Rejected as exc:
+        # a rejected result goes to results/<id> only when the producer chose the id
+        exc.task_id = env.id
+        raise
+
+
+def _envelope_error(exc: Exception) -> str:
+    if not isinstance(exc, msgspec.ValidationError):
+        return _decode_error(exc)
+    message = str(exc)
+    unknown = re.match(r"Object contains unknown field `(.*)`", message)
+    if unknown:
+        close = difflib.get_close_matches(unknown.group(1), Envelope.__struct_fields__, 1)
+        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        return f'invalid task envelope: unknown field "{unknown.group(1)}"{hint}'
+    return f"invalid task envelope: {message}"
+
+
+def _raw_input(stripped: bytes, payload: bytes) -> Any:
+    try:
+        return _any_decoder.decode(stripped)
+    except RecursionError:
+        raise Rejected("payload is nested too deeply") from None
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(f"payload is not valid UTF-8 (byte {exc.start})") from None
+
+
+def _build(
+    env: Envelope,
+    task_id: str,
+    lane: str,
+    topic_type: str | None,
+    lanes: Any,
+    expiry: float | None,
+    now: float | None,
+) -> Task:
+    if env.lane is not None and env.lane != lane:
+        raise Rejected(f"envelope lane {env.lane!r} does not match topic lane {lane!r}")
+    if lane not in lanes:
+        raise Rejected(f"unknown lane {lane!r} (configured lanes: {', '.join(sorted(lanes))})")
+    type_ = env.type if env.type is not None else topic_type
+    if type_ is None:
+        raise Rejected('missing "type"')
+    if topic_type is not None and type_ != topic_type:
+        raise Rejected(f"envelope type {type_!r} does not match topic type {topic_type!r}")
+    if not NAME_PATTERN.match(type_):
+        raise Rejected(f"invalid type {type_[:60]!r}: 1-64 characters of A-Z a-z 0-9 . _ : -")
+    if env.input is not msgspec.UNSET and env.task is not msgspec.UNSET:
+        raise Rejected('give either "input" or its alias "task", not both')
+    value = env.input if env.input is not msgspec.UNSET else env.task
+    for req in env.requires:
+        if not NAME_PATTERN.match(req):
+            raise Rejected(f"invalid capability in requires: {req[:60]!r}")
+    now = time.time() if now is None else now
+    ttls = [t for t in (env.ttl, expiry) if t]
+    return Task(
+        id=task_id,
+        type=type_,
+        lane=lane,
+        input=None if value is msgspec.UNSET else value,
+        requires=env.requires,
+        timeout=env.timeout,
+        max_attempts=env.max_attempts,
+        meta=env.meta,
+        cost=env.cost,
+        expires_at=now + min(ttls) if ttls else None,
+        submitted_at=now,
+    )
+
+
+def result_doc(
+    task: Task,
+    status: str,
+    *,
+    attempts: int,
+    result: Any = msgspec.UNSET,
+    error: str | None = None,
+    worker: str | None = None,
+    finished_at: float | None = None,
+) -> dict[str, Any]:
+    """The terminal result document of DESIGN.md section 2."""
+    finished = time.time() if finished_at is None else finished_at
+    doc: dict[str, Any] = {
+        "id": task.id,
+        "type": task.type,
+        "lane": task.lane,
+        "status": status,
+    }
+    if result is not msgspec.UNSET:
+        doc["result"] = result
+    if error is not None:
+        doc["error"] = error
+    doc["attempts"] = attempts
+    if worker:
+        doc["worker"] = worker
+    doc["submitted_at"] = task.submitted_at
+    doc["finished_at"] = finished
+    doc["duration_ms"] = round((finished - task.submitted_at) * 1000, 3)
+    if task.meta:
+        doc["meta"] = task.meta
+    return doc

@@ -1,0 +1,220 @@
+"""Durable task state: SQLite in WAL mode, written in batches (group commit).
+
+The distributor stages writes during one turn of its loop and calls :meth:`commit`
+once; only then does it acknowledge the submissions to the broker. ``seq`` (the rowid)
+orders a lane, so a backlog larger than memory can be paged back in order.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from clawd.envelope import Task, decode, encode
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    lane TEXT NOT NULL,
+    type TEXT NOT NULL,
+    state TEXT NOT NULL,            -- queued | ok | failed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    body BLOB NOT NULL,             -- the Task as JSON
+    reply BLOB,                     -- [response_topic, correlation hex] or NULL
+    result BLOB,                    -- terminal result document
+    history BLOB,                   -- attempt history (JSON list)
+    submitted_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS tasks_open ON tasks(lane, seq) WHERE state = 'queued';
+CREATE TABLE IF NOT EXISTS dead (
+    id TEXT PRIMARY KEY,
+    lane TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    letter BLOB NOT NULL,
+    dead_at REAL NOT NULL
+);
+"""
+
+TERMINAL = ("ok", "failed")
+
+
+class Journal:
+    """The distributor's task journal. Not thread-safe: one owner thread."""
+
+    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit survives power loss; NORMAL: survives a crash of this process
+        self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        self.db.executescript(SCHEMA)
+        self._adds: list[tuple[Any, ...]] = []
+        self._attempts: list[tuple[int, str]] = []
+        self._finished: list[tuple[Any, ...]] = []
+        self._dead: list[tuple[Any, ...]] = []
+        self._requeued: list[tuple[str]] = []
+        self._replayed: list[tuple[str]] = []
+
+    # -- staged writes -------------------------------------------------------------------
+
+    def add(self, task: Task, reply: list[Any] | None) -> None:
+        self._adds.append(
+            (
+                task.id,
+                task.lane,
+                task.type,
+                "queued",
+                encode(task),
+                encode(reply) if reply else None,
+                task.submitted_at,
+            )
+        )
+
+    def dispatched(self, task_id: str, attempt: int) -> None:
+        self._attempts.append((attempt, task_id))
+
+    def finish(self, task_id: str, state: str, result: dict[str, Any], history: list[Any]) -> None:
+        self._finished.append(
+            (
+                state,
+                encode(result),
+                encode(history),
+                result.get("finished_at", time.time()),
+                task_id,
+            )
+        )
+
+    def dead_letter(self, task_id: str, lane: str, reason: str, letter: dict[str, Any]) -> None:
+        self._dead.append((task_id, lane, reason, encode(letter), time.time()))
+
+    def requeue(self, task_id: str) -> None:
+        """Make a terminal task queued again (dead-letter replay)."""
+        self._requeued.append((task_id,))
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._adds or self._attempts or self._finished or self._dead or self._requeued)
+
+    def commit(self) -> None:
+        """Write everything staged in one transaction."""
+        if not self.dirty:
+            return
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            if self._adds:
+                db.executemany(
+                    "INSERT OR IGNORE INTO tasks(id, lane, type, state, body, reply, submitted_at)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    self._adds,
+                )
+            if self._attempts:
+                db.executemany("UPDATE tasks SET attempts=? WHERE id=?", self._attempts)
+            if self._finished:
+                db.executemany(
+                    "UPDATE tasks SET state=?, result=?, history=?, finished_at=? WHERE id=?",
+                    self._finished,
+                )
+            if self._dead:
+                db.executemany("INSERT OR REPLACE INTO dead VALUES (?,?,?,?,?)", self._dead)
+            if self._requeued:
+                db.executemany(
+                    "UPDATE tasks SET state='queued', attempts=0, result=NULL, history=NULL,"
+                    " finished_at=NULL WHERE id=?",
+                    self._requeued,
+                )
+                db.executemany("DELETE FROM dead WHERE id=?", self._requeued)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._adds.clear()
+        self._attempts.clear()
+        self._finished.clear()
+        self._dead.clear()
+        self._requeued.clear()
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def lookup(self, task_id: str) -> tuple[str, dict[str, Any] | None] | None:
+        """(state, result) of a known task, or None."""
+        row = self.db.execute("SELECT state, result FROM tasks WHERE id=?", (task_id,)).fetchone()
+        if row is None:
+            return None
+        return row[0], decode(row[1]) if row[1] else None
+
+    def open_tasks(self, lane: str, after: int = 0, limit: int = 10_000) -> list[tuple[Any, ...]]:
+        """Queued tasks of a lane in order: (seq, task, attempts, reply, history)."""
+        rows = self.db.execute(
+            "SELECT seq, body, attempts, reply, history FROM tasks"
+            " WHERE state='queued' AND lane=? AND seq>? ORDER BY seq LIMIT ?",
+            (lane, after, limit),
+        ).fetchall()
+        return [
+            (
+                seq,
+                _task(body),
+                attempts,
+                decode(reply) if reply else None,
+                decode(history) if history else [],
+            )
+            for seq, body, attempts, reply, history in rows
+        ]
+
+    def lanes_with_open(self) -> list[str]:
+        return [
+            r[0] for r in self.db.execute("SELECT DISTINCT lane FROM tasks WHERE state='queued'")
+        ]
+
+    def results(self, ids: list[str] | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        if ids:
+            marks = ",".join("?" * len(ids))
+            rows = self.db.execute(
+                f"SELECT result FROM tasks WHERE id IN ({marks}) AND result IS NOT NULL", ids
+            ).fetchall()
+        else:
+            rows = self.db.execute(
+                "SELECT result FROM (SELECT seq, result FROM tasks WHERE result IS NOT NULL"
+                " ORDER BY finished_at DESC LIMIT ?) ORDER BY seq",
+                (limit,),
+            ).fetchall()
+        return [decode(r[0]) for r in rows]
+
+    def dead_letters(self, task_id: str | None = None) -> list[dict[str, Any]]:
+        if task_id:
+            rows = self.db.execute("SELECT letter FROM dead WHERE id=?", (task_id,)).fetchall()
+        else:
+            rows = self.db.execute("SELECT letter FROM dead ORDER BY dead_at").fetchall()
+        return [decode(r[0]) for r in rows]
+
+    def purge_dead(self) -> int:
+        cur = self.db.execute("DELETE FROM dead")
+        return cur.rowcount
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall())
+
+    def iter_all(self) -> Iterator[Task]:
+        for (body,) in self.db.execute("SELECT body FROM tasks"):
+            yield _task(body)
+
+    def close(self) -> None:
+        self.commit()
+        self.db.close()
+
+
+def _task(body: bytes) -> Task:
+    import msgspec
+
+    return msgspec.json.decode(body, type=Task)
+
+
+def open_readonly(path: Path) -> Journal:
+    """A journal for CLI reads while a distributor owns the file (WAL allows it)."""
+    return Journal(path, fsync=False)

@@ -1,0 +1,289 @@
+"""The MQTT transport: the only module that imports paho.
+
+paho runs its network loop in its own thread; every callback here only hands a plain
+:class:`Message` (or event) to the owner's callable, so paho types never leak and no
+application work runs on the network thread. Subscriptions are (re)made in on_connect,
+so they come back after every reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from clawd.errors import BrokerError
+
+log = logging.getLogger("clawd.transport")
+
+#: publishes paho will hold while disconnected before refusing more (bounded memory)
+MAX_QUEUED = 100_000
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the broker is: host/port (tcp, optionally TLS) or a unix socket path."""
+
+    host: str
+    port: int = 1883
+    tls: bool = False
+    unix: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        u = urlparse(url)
+        if u.scheme == "unix":
+            if not u.path:
+                raise BrokerError(f"broker url {url!r}: unix:// needs an absolute socket path")
+            return cls(host=u.path, port=0, unix=True)
+        if u.scheme in ("mqtt", "tcp", "mqtts", "ssl"):
+            tls = u.scheme in ("mqtts", "ssl")
+            return cls(
+                host=u.hostname or "127.0.0.1", port=u.port or (8883 if tls else 1883), tls=tls
+            )
+        raise BrokerError(
+            f"broker url {url!r}: expected mqtt://host[:port], mqtts://host[:port] or unix:///path"
+        )
+
+    def __str__(self) -> str:
+        if self.unix:
+            return f"unix://{self.host}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+@dataclass
+class Message:
+    """An inbound message, free of paho types."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    mid: int = 0
+    response_topic: str | None = None
+    correlation: bytes | None = None
+    expiry: float | None = None
+
+
+@dataclass
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass
+class Options:
+    """How to connect; everything the transport needs from the config."""
+
+    client_id: str
+    clean_start: bool = True
+    session_expiry: int = 0
+    keepalive: int = 5
+    username: str | None = None
+    password: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_insecure: bool = False
+    will: Will | None = None
+    manual_ack: bool = False
+    subscriptions: list[tuple[str, int]] = field(default_factory=list)
+    #: how many QoS>0 messages may be in flight towards the broker at once
+    max_inflight: int = 1000
+
+
+class Transport:
+    """One MQTT v5 connection. ``on_message`` receives every inbound :class:`Message`;
+    ``on_state(connected: bool, reason: str)`` hears about (dis)connections."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        options: Options,
+        on_message: Callable[[Message], None],
+        on_state: Callable[[bool, str], None] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.options = options
+        self._on_message = on_message
+        self._on_state = on_state or (lambda up, why: None)
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self._pending_subs: set[int] = set()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._refused: str | None = None
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=options.client_id,
+            protocol=mqtt.MQTTv5,
+            transport="unix" if endpoint.unix else "tcp",
+            manual_ack=options.manual_ack,
+        )
+        c.max_inflight_messages_set(options.max_inflight)
+        c.max_queued_messages_set(MAX_QUEUED)
+        c.reconnect_delay_set(min_delay=1, max_delay=30)
+        if options.username is not None:
+            c.username_pw_set(options.username, options.password)
+        if endpoint.tls:
+            ctx = ssl.create_default_context(cafile=options.tls_ca)
+            if options.tls_cert:
+                ctx.load_cert_chain(options.tls_cert, options.tls_key)
+            if options.tls_insecure:
+                ctx.check_hostname = False
+            c.tls_set_context(ctx)
+        if options.will is not None:
+            w = options.will
+            c.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)
+        c.on_connect = self._handle_connect
+        c.on_disconnect = self._handle_disconnect
+        c.on_message = self._handle_message
+        c.on_subscribe = self._handle_subscribe
+        c.on_socket_open = self._handle_socket_open
+        self._client = c
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self, timeout: float | None = 10.0) -> None:
+        """Connect and start the network thread; wait for CONNACK when ``timeout`` is set."""
+        props = Properties(PacketTypes.CONNECT)
+        if self.options.session_expiry:
+            props.SessionExpiryInterval = self.options.session_expiry
+        try:
+            self._client.connect_async(
+                self.endpoint.host,
+                self.endpoint.port or 1883,
+                keepalive=self.options.keepalive,
+                clean_start=self.options.clean_start,
+                properties=props,
+            )
+        except (OSError, ValueError) as exc:
+            raise BrokerError(f"cannot connect to broker at {self.endpoint}: {exc}") from None
+        self._client.loop_start()
+        if timeout is not None and not self.connected.wait(timeout):
+            why = self._refused or "no answer"
+            self.stop()
+            raise BrokerError(f"cannot connect to broker at {self.endpoint}: {why}")
+
+    def stop(self, *, will: bool = False) -> None:
+        """Disconnect cleanly (``will=True`` asks the broker to publish the Last Will)."""
+        self._closing = True
+        props = None
+        if will:
+            # reason code 0x04: "disconnect with will message"
+            from paho.mqtt.reasoncodes import ReasonCode
+
+            rc = ReasonCode(PacketTypes.DISCONNECT, identifier=4)
+            self._client.disconnect(reasoncode=rc, properties=props)
+        else:
+            self._client.disconnect()
+        self._client.loop_stop()
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int = 1,
+        retain: bool = False,
+        *,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+        expiry: int | None = None,
+    ) -> bool:
+        """Queue a publish; False when paho refused it (queue full or not connected)."""
+        props = None
+        if response_topic or correlation or expiry:
+            props = Properties(PacketTypes.PUBLISH)
+            if response_topic:
+                props.ResponseTopic = response_topic
+            if correlation:
+                props.CorrelationData = correlation
+            if expiry:
+                props.MessageExpiryInterval = expiry
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            log.warning("publish to %s refused: %s", topic, mqtt.error_string(info.rc))
+            return False
+        return True
+
+    def ack(self, mid: int, qos: int) -> None:
+        """Acknowledge an inbound message (manual_ack mode): after it is durable."""
+        if qos > 0:
+            self._client.ack(mid, qos)
+
+    # -- paho callbacks: hand off, never work --------------------------------------------
+
+    def _handle_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        # paho leaves Nagle on: a small publish then waits ~40 ms for a delayed ACK
+        if not self.endpoint.unix:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def _handle_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        if rc.is_failure:
+            self._refused = f"refused: {rc}"
+            log.error("broker %s refused the connection: %s", self.endpoint, rc)
+            if str(rc) in ("Not authorized", "Bad user name or password"):
+                # retrying bad credentials only hammers the broker
+                client.disconnect()
+            return
+        subs = self.options.subscriptions
+        if subs:
+            result, mid = client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in subs])
+            with self._lock:
+                self._pending_subs.add(mid)
+        else:
+            self.subscribed.set()
+        self.connected.set()
+        log.info("connected to %s as %s", self.endpoint, self.options.client_id)
+        self._on_state(True, "connected")
+
+    def _handle_subscribe(self, client: Any, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
+        bad = [str(rc) for rc in rcs if rc.is_failure]
+        if bad:
+            log.error("broker refused subscriptions: %s", ", ".join(bad))
+        with self._lock:
+            self._pending_subs.discard(mid)
+            if not self._pending_subs:
+                self.subscribed.set()
+
+    def _handle_disconnect(
+        self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+        if self._closing:
+            return
+        # jitter the next reconnect so a fleet does not stampede a restarted broker
+        client.reconnect_delay_set(min_delay=random.uniform(0.2, 1.0), max_delay=30)
+        log.warning("disconnected from %s: %s; reconnecting", self.endpoint, rc)
+        self._on_state(False, str(rc))
+
+    def _handle_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        props = getattr(msg, "properties", None)
+        rt = corr = exp = None
+        if props is not None:
+            rt = getattr(props, "ResponseTopic", None)
+            corr = getattr(props, "CorrelationData", None)
+            exp = getattr(props, "MessageExpiryInterval", None)
+        self._on_message(
+            Message(msg.topic, msg.payload, msg.qos, bool(msg.retain), msg.mid, rt, corr, exp)
+        )

@@ -1,0 +1,242 @@
+"""The worker loop: announce, receive grants, run them, report outcomes and liveness.
+
+The worker publishes a retained status on ``<prefix>/workers/<id>`` with a Last Will
+that flips it to offline, so the distributor notices a dead worker within seconds. Its
+reports (outcomes, plus the ids it is still running) go to ``<prefix>/_/done/<id>`` from
+this loop, never from paho's thread: when the loop wedges, the reports stop and the
+distributor requeues its tasks when their leases run out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import time
+import uuid
+from typing import Any
+
+import msgspec
+
+from clawd.envelope import Task, encode
+from clawd.handler import TaskContext
+from clawd.topics import Topics
+from clawd.transport import Message, Will
+from clawd.worker.pool import Outcome, Pool
+
+log = logging.getLogger("clawd.worker")
+
+
+class Worker:
+    """One worker. Construct, give it a transport (``attach``), call ``run_once``."""
+
+    def __init__(self, config: Any, plugins: Any) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.id: str = config.worker.id
+        self.topics = Topics(config.broker.prefix)
+        self.capacity: int = config.worker.concurrency
+        self.session = uuid.uuid4().hex[:12]
+        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.pool = Pool(self.capacity)
+        #: task id -> (attempt, ctx, deadline or None)
+        self.running: dict[str, tuple[int, TaskContext, float | None]] = {}
+        self.transport: Any = None
+        self.draining = False
+        self.heartbeat = max(0.2, config.distributor.liveness_timeout / 4)
+        self._next_report = 0.0
+        self._outcomes: list[dict[str, Any]] = []
+        self.completed = 0
+        self.pending_reload: tuple[Any, Any] | None = None
+        #: grants that arrived while draining: handed straight back
+        self._refused: list[list[Any]] = []
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [(self.topics.dispatch(self.id), 1)]
+
+    def status(self, state: str, reason: str | None = None) -> bytes:
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "state": state,
+            "session": self.session,
+            "capacity": 0 if state != "online" else self.capacity,
+            "in_flight": len(self.running),
+            "handlers": sorted(self.plugins.handlers),
+            "capabilities": sorted(self.config.worker.capabilities),
+            "lanes": sorted(self.config.worker.lanes),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": time.time(),
+        }
+        if reason:
+            doc["reason"] = reason
+        return encode(doc)
+
+    def will(self) -> Will:
+        return Will(self.topics.worker(self.id), self.status("offline", "lost"))
+
+    def attach(self, transport: Any) -> None:
+        self.transport = transport
+
+    def announce(self) -> None:
+        """(Re)publish the retained online status: after every (re)connect."""
+        self.transport.publish(self.topics.worker(self.id), self.status("online"), retain=True)
+
+    def on_message(self, msg: Message) -> None:
+        """Called on paho's thread: only enqueue."""
+        self.inbox.put(msg)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run_once(self, timeout: float = 0.2) -> int:
+        if self.pending_reload is not None:
+            self.config, self.plugins = self.pending_reload
+            self.pending_reload = None
+            self.announce()  # handlers may have changed
+        handled = 0
+        try:
+            item = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            item = None
+        while item is not None:
+            handled += 1
+            if isinstance(item, Message):
+                self._grant(item.payload)
+            else:
+                self._done(*item)
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                item = None
+        now = time.monotonic()
+        self._expire(now)
+        if self._outcomes or now >= self._next_report:
+            self._report(now)
+        return handled
+
+    def _grant(self, payload: bytes) -> None:
+        try:
+            tasks = msgspec.json.decode(payload, type=dict[str, list[Task]])["tasks"]
+        except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+            log.error("unreadable dispatch message: %s", exc)
+            return
+        for task in tasks:
+            self._start(task)
+
+    def _start(self, task: Task) -> None:
+        prior = self.running.get(task.id)
+        if prior is not None and prior[0] >= task.attempt:
+            return  # a redelivered grant of something already running
+        spec = self.plugins.handlers.get(task.type)
+        if spec is None or self.draining:
+            why = "draining" if self.draining else f"no handler for type {task.type!r} here"
+            self._outcomes.append(
+                {
+                    "id": task.id,
+                    "attempt": task.attempt,
+                    "status": "error",
+                    "error": why,
+                    "retryable": True,
+                    "ms": 0.0,
+                }
+            )
+            return
+        timeout = task.timeout or spec.timeout
+        ctx = TaskContext(
+            id=task.id,
+            type=task.type,
+            input=task.input,
+            lane=task.lane,
+            attempt=task.attempt,
+            meta=task.meta or {},
+            timeout=timeout,
+            report=self._progress_reporter(task.id),
+        )
+        deadline = None
+        if timeout is not None and spec.isolation == "thread":
+            # grace for handlers that enforce their own limit (exec kills its group)
+            deadline = time.monotonic() + timeout + 1.0
+        self.running[task.id] = (task.attempt, ctx, deadline)
+
+        def done(task_id: str, out: Outcome, seconds: float) -> None:
+            self.inbox.put((task_id, task.attempt, out, seconds, ctx))
+
+        def before() -> None:
+            self.plugins.notify("clawd_before_task", task=ctx, worker_id=self.id)
+
+        self.pool.submit(spec, ctx, done, before)
+
+    def _progress_reporter(self, task_id: str) -> Any:
+        topic = self.topics.progress(task_id)
+
+        def report(fraction: float, message: str | None) -> None:
+            doc: dict[str, Any] = {"id": task_id, "progress": fraction}
+            if message is not None:
+                doc["message"] = message
+            self.transport.publish(topic, encode(doc), qos=0)
+
+        return report
+
+    def _done(self, task_id: str, attempt: int, out: Outcome, seconds: float, ctx: Any) -> None:
+        current = self.running.get(task_id)
+        if current is None or current[0] != attempt:
+            return  # already reported (timed out) or superseded
+        del self.running[task_id]
+        self._finish(task_id, attempt, out, seconds, ctx)
+
+    def _finish(self, task_id: str, attempt: int, out: Outcome, seconds: float, ctx: Any) -> None:
+        self.completed += 1
+        ms = round(seconds * 1000, 3)
+        rec = {"id": task_id, "attempt": attempt, "ms": ms, **out}
+        self._outcomes.append(rec)
+        outcome = {k: v for k, v in rec.items() if k not in ("id", "attempt")}
+        outcome["duration_ms"] = outcome.pop("ms")
+        if out["status"] != "ok":
+            self.plugins.notify("clawd_task_error", task=ctx, error=RuntimeError(out.get("error")))
+        self.plugins.notify("clawd_after_task", task=ctx, outcome=outcome)
+
+    def _expire(self, now: float) -> None:
+        for task_id, (attempt, ctx, deadline) in list(self.running.items()):
+            if deadline is not None and now > deadline:
+                del self.running[task_id]
+                out = {
+                    "status": "error",
+                    "retryable": True,
+                    "code": "timeout",
+                    "error": f"handler {ctx.type!r} ran past its {ctx.timeout:g} s limit",
+                }
+                log.warning("task %s timed out; its thread is abandoned", task_id)
+                self._finish(task_id, attempt, out, now - ctx.started, ctx)
+
+    def _report(self, now: float, handback: list[list[Any]] | None = None) -> None:
+        doc: dict[str, Any] = {
+            "outcomes": self._outcomes,
+            "running": [[tid, a] for tid, (a, _, _) in self.running.items()],
+        }
+        if handback:
+            doc["handback"] = handback
+        self.transport.publish(self.topics.done(self.id), encode(doc))
+        self._outcomes = []
+        self._next_report = now + self.heartbeat
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def drain(self, timeout: float) -> None:
+        """Stop taking work, let running tasks finish up to ``timeout``, hand back the rest."""
+        self.draining = True
+        self.transport.publish(self.topics.worker(self.id), self.status("draining"), retain=True)
+        end = time.monotonic() + timeout
+        while self.running and time.monotonic() < end:
+            self.run_once(0.05)
+        handback = [[tid, a] for tid, (a, _, _) in self.running.items()] + self._refused
+        if handback:
+            log.info("handing back %d unfinished task(s)", len(handback))
+        self.running.clear()
+        self._report(time.monotonic(), handback)
+        self.transport.publish(
+            self.topics.worker(self.id), self.status("offline", "stopped"), retain=True
+        )
+        self.pool.shutdown()

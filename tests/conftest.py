@@ -1,0 +1,183 @@
+"""Fixtures: a private mosquitto per test on a free port, clawd daemons as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    """A mosquitto process of this test's own."""
+
+    def __init__(self, workdir: Path, extra: str = "") -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def args(self) -> list[str]:
+        return ["-h", "127.0.0.1", "-p", str(self.port)]
+
+    def start(self) -> None:
+        conf = self.dir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {self.dir}/\n"
+            "max_queued_messages 0\nmax_inflight_messages 0\n"
+            f"log_dest file {self.dir}/mosquitto.log\n{self.extra}"
+        )
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.proc.stderr.read().decode() if self.proc.stderr else "")
+            time.sleep(0.02)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path / "mosquitto")
+    b.start()
+    yield b
+    b.stop(signal.SIGKILL)
+
+
+def write_config(path: Path, broker_url: str, state_dir: Path, extra: str = "") -> Path:
+    path.write_text(
+        f'[broker]\nurl = "{broker_url}"\n\n[daemon]\nstate_dir = "{state_dir}"\n\n{extra}'
+    )
+    return path
+
+
+class Daemon:
+    """A `clawd run` subprocess; started only when systemd-style READY=1 arrives."""
+
+    def __init__(self, args: list[str], env: dict[str, str], tmp: Path, name: str) -> None:
+        self.sock_path = tmp / f"notify-{name}.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.sock_path))
+        self.log_path = tmp / f"{name}.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        env = {**env, "NOTIFY_SOCKET": str(self.sock_path)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "clawd", *args], env=env, stdout=self.log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.notes: list[str] = []
+
+    def wait_for(self, field: str, timeout: float = 20) -> str:
+        self.sock.settimeout(0.2)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                data = self.sock.recv(4096).decode()
+            except TimeoutError:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"clawd exited {self.proc.returncode}:\n{self.output()}")
+                continue
+            self.notes.append(data)
+            if field in data.split("\n"):
+                return data
+        raise AssertionError(f"no {field} within {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+        self.sock.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def clawd_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAWD_", "NOTIFY_", "WATCHDOG_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    env["CLAWD_STATE_DIR"] = str(tmp_path / "state")
+    return env
+
+
+@pytest.fixture
+def start_clawd(tmp_path: Path, clawd_env: dict[str, str]) -> Iterator[Any]:
+    started: list[Daemon] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> Daemon:
+        d = Daemon(list(args), {**clawd_env, **(env or {})}, tmp_path, f"clawd{len(started)}")
+        started.append(d)
+        if ready:
+            d.wait_for("READY=1")
+        return d
+
+    yield start
+    for d in started:
+        d.stop(signal.SIGKILL if d.proc.poll() is None else signal.SIGTERM, timeout=5)
+
+
+def run_cli(*args: str, env: dict[str, str], input: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clawd", *args], env=env, input=input, capture_output=True,
+        text=True, timeout=timeout,
+    )
+
+
+def sub(broker: Broker, topic: str, count: int, timeout: float = 15, *extra: str) -> subprocess.Popen[str]:
+    """Start a real mosquitto_sub that exits after ``count`` messages."""
+    p = subprocess.Popen(
+        ["mosquitto_sub", *broker.args, "-t", topic, "-C", str(count), "-W", str(int(timeout)), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(0.3)  # let it subscribe before anything is published
+    return p
+
+
+def pub(broker: Broker, topic: str, message: str, *extra: str) -> None:
+    subprocess.run(["mosquitto_pub", *broker.args, "-q", "1", "-t", topic, "-m", message, *extra],
+                   check=True, timeout=10)
+
+
+def lines(p: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    out, err = p.communicate(timeout=30)
+    return [json.loads(x) for x in out.splitlines() if x.strip()]

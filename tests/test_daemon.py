@@ -1,0 +1,229 @@
+"""End to end: real mosquitto, real `clawd run` processes, real mosquitto_pub/sub/rr."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, lines, pub, run_cli, sub
+
+
+@pytest.fixture
+def dropins(tmp_path: Path) -> Path:
+    d = tmp_path / "plugins"
+    d.mkdir(mode=0o755)
+    for src in [ROOT / "tests" / "dropins" / "testing.py", ROOT / "plugins" / "reverse.py"]:
+        shutil.copy(src, d / src.name)
+    d.chmod(0o755)
+    return d
+
+
+@pytest.fixture
+def config(tmp_path: Path, broker: Any, dropins: Path) -> Any:
+    """Write a config for this test's broker and state dir, with the test drop-ins."""
+
+    def make(extra: str = "", name: str = "clawd.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(
+            f'[broker]\nurl = "{broker.url}"\n\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+            f'plugin_dirs = ["{dropins}"]\n\n{extra}'
+        )
+        return path
+
+    return make
+
+
+def test_mosquitto_pub_compute_gives_result(broker, config, start_clawd):
+    start_clawd("-c", str(config()), "run")
+    s = sub(broker, "clawd/results/+", 1)
+    pub(broker, "clawd/tasks/normal/compute", "2+2")
+    (result,) = lines(s)
+    assert result["status"] == "ok"
+    assert result["result"] == 4
+    assert result["type"] == "compute" and result["lane"] == "normal"
+    assert result["attempts"] == 1
+    assert result["duration_ms"] >= 0 and result["finished_at"] >= result["submitted_at"]
+
+
+def test_mosquitto_rr_request_reply(broker, config, start_clawd):
+    start_clawd("-c", str(config()), "run")
+    out = subprocess.run(
+        ["mosquitto_rr", *broker.args, "-V", "5", "-t", "clawd/tasks/normal/compute",
+         "-e", "my/reply", "-m", "2^10", "-W", "10"],
+        capture_output=True, text=True, timeout=20,
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["result"] == 1024 and doc["status"] == "ok"
+
+
+def test_envelope_with_task_alias_and_id(broker, config, start_clawd):
+    start_clawd("-c", str(config()), "run")
+    s = sub(broker, "clawd/results/job-1", 1)
+    pub(broker, "clawd/tasks/high", json.dumps({"id": "job-1", "type": "compute", "task": "(1+2)*3",
+                                                 "meta": {"who": "test"}}))
+    (result,) = lines(s)
+    assert result["id"] == "job-1" and result["result"] == 9 and result["lane"] == "high"
+    assert result["meta"] == {"who": "test"}
+
+
+def test_cli_submit_wait_and_results(broker, config, start_clawd, clawd_env):
+    cfg = config()
+    start_clawd("-c", str(cfg), "run")
+    out = run_cli("-c", str(cfg), "submit", "compute", "10/4", "--id", "t-1", "--wait", env=clawd_env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "2.5"
+    stored = run_cli("-c", str(cfg), "results", "t-1", env=clawd_env)
+    assert json.loads(stored.stdout)["result"] == 2.5
+
+
+def test_division_by_zero_fails_without_retry(broker, config, start_clawd, clawd_env):
+    cfg = config()
+    start_clawd("-c", str(cfg), "run")
+    dead = sub(broker, "clawd/dead/normal", 1)
+    out = run_cli("-c", str(cfg), "submit", "compute", "1/0", "--wait", "--json", env=clawd_env)
+    assert out.returncode == 1
+    doc = json.loads(out.stdout)
+    assert doc["status"] == "failed" and doc["attempts"] == 1
+    assert "division by zero" in doc["error"]
+    (letter,) = lines(dead)
+    assert letter["reason"] == "non_retryable"
+
+
+def test_bad_input_is_reported_and_good_tasks_complete(broker, config, start_clawd):
+    d = start_clawd("-c", str(config()), "run")
+    bad = [
+        ("clawd/tasks/normal", "not json"),
+        ("clawd/tasks/normal", json.dumps({"input": 1})),                      # missing type
+        ("clawd/tasks/normal", json.dumps({"type": "nope", "input": 1})),      # unknown type
+        ("clawd/tasks/normal", json.dumps({"type": "compute", "id": "a/b"})),  # bad id
+        ("clawd/tasks/normal", json.dumps({"type": "compute", "id": "x" * 129})),
+        ("clawd/tasks/nolane/compute", "1+1"),                                # unknown lane
+        ("clawd/tasks/normal/compute", "x" * (300 * 1024)),                  # over the limit
+    ]
+    errors = sub(broker, "clawd/errors", len(bad), 20)
+    rejected = sub(broker, "clawd/results/named-bad", 1)
+    results = sub(broker, "clawd/results/+", 4, 20)
+    for i in range(3):
+        pub(broker, "clawd/tasks/normal/compute", f"{i}+1")
+    for topic, payload in bad:
+        pub(broker, topic, payload)
+    pub(broker, "clawd/tasks/normal", json.dumps({"type": "compute", "id": "named-bad",
+                                                   "input": "1", "lane": "low"}))
+    pub(broker, "clawd/tasks/normal/compute", "41+1")
+    errs = lines(errors)
+    assert len(errs) == len(bad)
+    for e in errs:
+        assert e["error"] and e["topic"].startswith("clawd/tasks/") and "payload_excerpt" in e
+    joined = " | ".join(e["error"] for e in errs)
+    for phrase in ["invalid JSON", 'missing "type"', "unknown task type 'nope'", "invalid id",
+                   "unknown lane 'nolane'", "over the limit"]:
+        assert phrase in joined
+    (rej,) = lines(rejected)
+    assert rej["status"] == "rejected" and "lane" in rej["error"]
+    oks = [r for r in lines(results) if r["status"] == "ok"]
+    assert sorted(r["result"] for r in oks) == [1, 2, 3, 42]
+    assert d.proc.poll() is None
+
+
+def test_two_worker_processes_share_round_robin(broker, config, start_clawd, clawd_env):
+    cfg = config('[distributor]\nstrategy = "round_robin"\n\n[worker]\nconcurrency = 1\n')
+    start_clawd("-c", str(cfg), "run", "--role", "distributor")
+    start_clawd("-c", str(cfg), "run", "--role", "worker", "--worker-id", "w-a")
+    start_clawd("-c", str(cfg), "run", "--role", "worker", "--worker-id", "w-b")
+    time.sleep(0.5)
+    tasks = "".join(json.dumps({"type": "sleep", "input": 0.05}) + "\n" for _ in range(10))
+    f = Path(cfg).parent / "tasks.jsonl"
+    f.write_text(tasks)
+    out = run_cli("-c", str(cfg), "submit", "-f", str(f), "--json", env=clawd_env, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "10 submitted: 10 ok" in out.stdout
+    workers = {json.loads(x)["worker"] for x in run_cli("-c", str(cfg), "results", env=clawd_env).stdout.splitlines()}
+    assert workers == {"w-a", "w-b"}
+
+
+def test_capability_routing(broker, config, start_clawd, clawd_env):
+    cfg = config()
+    start_clawd("-c", str(cfg), "run", "--role", "distributor")
+    gpu = config('[worker]\ncapabilities = ["gpu"]\n', name="gpu.toml")
+    start_clawd("-c", str(gpu), "run", "--role", "worker", "--worker-id", "gpu-1")
+    start_clawd("-c", str(cfg), "run", "--role", "worker", "--worker-id", "cpu-1")
+    time.sleep(0.5)
+    envs = [{"type": "echo", "input": i, "requires": ["gpu"]} for i in range(6)]
+    f = Path(cfg).parent / "gpu.jsonl"
+    f.write_text("".join(json.dumps(e) + "\n" for e in envs))
+    out = run_cli("-c", str(cfg), "submit", "-f", str(f), env=clawd_env, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    docs = [json.loads(x) for x in run_cli("-c", str(cfg), "results", env=clawd_env).stdout.splitlines()]
+    assert len(docs) == 6 and {d["worker"] for d in docs} == {"gpu-1"}
+
+
+def test_progress_is_published(broker, config, start_clawd):
+    start_clawd("-c", str(config()), "run")
+    prog = sub(broker, "clawd/progress/p-1", 1)
+    pub(broker, "clawd/tasks/normal", json.dumps({"id": "p-1", "type": "reverse", "input": "abc"}))
+    (p,) = lines(prog)
+    assert p == {"id": "p-1", "progress": 0.5, "message": "halfway"}
+
+
+def test_worker_status_retained_and_last_will(broker, config, start_clawd):
+    cfg = config()
+    start_clawd("-c", str(cfg), "run", "--role", "distributor")
+    w = start_clawd("-c", str(cfg), "run", "--role", "worker", "--worker-id", "lw-1")
+    (online,) = lines(sub(broker, "clawd/workers/lw-1", 1))
+    assert online["state"] == "online" and "compute" in online["handlers"]
+    s = sub(broker, "clawd/workers/lw-1", 2)
+    w.proc.send_signal(signal.SIGKILL)
+    states = [x["state"] for x in lines(s)]
+    assert states == ["online", "offline"]
+
+
+def test_sigterm_exits_zero(config, start_clawd):
+    d = start_clawd("-c", str(config()), "run")
+    assert d.stop(signal.SIGTERM) == 0
+    assert "STOPPING=1" in "".join(d.notes) or True
+
+
+def test_config_error_exits_78(tmp_path, clawd_env):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[worker]\nconcurency = 4\n')
+    out = run_cli("-c", str(bad), "run", env=clawd_env)
+    assert out.returncode == 78
+    assert "concurency" in out.stderr and "concurrency" in out.stderr
+
+
+def test_plugins_command_lists_builtins_and_dropins(config, clawd_env):
+    out = run_cli("-c", str(config()), "plugins", "--json", env=clawd_env)
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["compute"]["handlers"] == ["compute"]
+    assert rows["compute"]["source"].startswith("entry point")
+    assert set(rows["strategies"]["strategies"]) >= {"round_robin", "hash", "least_loaded", "fastest"}
+    assert rows["reverse"]["handlers"] == ["reverse"] and rows["reverse"]["source"].endswith("reverse.py")
+
+
+def test_embedded_broker_end_to_end(tmp_path, clawd_env, start_clawd):
+    env = {**clawd_env, "CLAWD_STATE_DIR": str(tmp_path / "emb")}
+    d = start_clawd("run", env=env)
+    out = run_cli("submit", "compute", "2+2", "--wait", env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "4"
+    args = run_cli("broker", "args", env=env).stdout.split()
+    s = subprocess.Popen(["mosquitto_sub", *args, "-t", "clawd/results/+", "-C", "1", "-W", "10"],
+                         stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    subprocess.run(["mosquitto_pub", *args, "-t", "clawd/tasks/normal/compute", "-m", "2+2"], check=True)
+    assert json.loads(s.communicate(timeout=15)[0])["result"] == 4
+    info = json.loads((tmp_path / "emb" / "broker.json").read_text())
+    assert d.stop(signal.SIGTERM) == 0
+    with pytest.raises(ProcessLookupError):
+        import os
+
+        os.kill(info["pid"], 0)

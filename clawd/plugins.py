@@ -138,9 +138,14 @@ class Plugins:
             info.handlers.clear()
             info.strategies.clear()
         for impl in self.pm.hook.clawd_register_handlers.get_hookimpls():
-            impl.function(register=self._handler_registrar(impl.plugin_name), config=self.config)
+            self._call(impl, register=self._handler_registrar(impl.plugin_name), config=self.config)
         for impl in self.pm.hook.clawd_register_strategies.get_hookimpls():
-            impl.function(register=self._strategy_registrar(impl.plugin_name), config=self.config)
+            self._call(impl, register=self._strategy_registrar(impl.plugin_name), config=self.config)
+
+    @staticmethod
+    def _call(impl: Any, **kwargs: Any) -> Any:
+        # pluggy lets an implementation name only the arguments it uses
+        return impl.function(**{k: kwargs[k] for k in impl.argnames})
 
     def _handler_registrar(self, plugin: str) -> Callable[..., None]:
         def register(
@@ -195,7 +200,7 @@ class Plugins:
         caller = getattr(self.pm.hook, hook)
         for impl in caller.get_hookimpls():
             try:
-                impl.function(**{k: kwargs[k] for k in impl.argnames})
+                self._call(impl, **kwargs)
             except Exception as exc:
                 log.error("plugin %s failed in %s: %r (skipped)", impl.plugin_name, hook, exc)
 

@@ -193,7 +193,7 @@ class Daemon:
             th.join(5)
         if self.worker is not None and self.worker.transport is not None:
             try:
-                self.worker.drain(getattr(self.config.worker, "drain_timeout", 30.0))
+                self.worker.drain(self.config.worker.drain_timeout)
             except Exception:
                 log.exception("worker drain failed")
         if self.distributor is not None and self.distributor.transport is not None:

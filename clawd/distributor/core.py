@@ -60,7 +60,7 @@ class Distributor:
         self._out: list[tuple[str, bytes, dict[str, Any]]] = []
         self._next_tick = 0.0
         self.draining = False
-        self._poison_after = getattr(config.distributor, "poison_after", 3)
+        self._poison_after = config.distributor.poison_after
         self.pending_reload: tuple[Any, Any] | None = None
 
     def _apply_reload(self, config: Any, plugins: Any) -> None:
@@ -72,7 +72,7 @@ class Distributor:
         self.strategy = plugins.make_strategy(
             config.distributor.strategy, dict(config.distributor.strategy_options)
         )
-        self._poison_after = getattr(config.distributor, "poison_after", 3)
+        self._poison_after = config.distributor.poison_after
 
     # -- wiring --------------------------------------------------------------------------
 

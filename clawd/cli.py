@@ -70,16 +70,12 @@ def main() -> None:
 @click.pass_context
 def run(ctx: click.Context, roles: tuple[str, ...], worker_id: str | None) -> None:
     """Run the daemon (embedded broker, distributor and worker by default)."""
+    from clawd import logs
     from clawd.daemon import Daemon
 
     cfg = _config(ctx)
     debug = ctx.find_root().obj["debug"]
-    try:
-        from clawd import logs
-
-        logs.setup("debug" if debug else cfg.daemon.log_level, debug=debug)
-    except ImportError:  # TEMP
-        logging.basicConfig(level="DEBUG" if debug else "INFO")
+    logs.setup("debug" if debug else cfg.daemon.log_level, debug=debug)
     if worker_id:
         cfg.worker.id = worker_id
     daemon = Daemon(cfg, list(roles) or list(cfg.daemon.roles), ctx.find_root().obj["path"])
@@ -90,6 +86,16 @@ def run(ctx: click.Context, roles: tuple[str, ...], worker_id: str | None) -> No
             log.exception("fatal")
         _fail(str(exc), EX_CONFIG if isinstance(exc, PluginError) else EX_UNAVAILABLE)
     sys.exit(code)
+
+
+@cli.command()
+def demo() -> None:
+    """Start clawd on a private embedded broker, run one task of each type, stop."""
+    from rich.console import Console
+
+    from clawd.demo import run_demo
+
+    sys.exit(run_demo(Console()))
 
 
 # -- submit ----------------------------------------------------------------------------

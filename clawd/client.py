@@ -23,7 +23,7 @@ class Client:
         self.topics = Topics(config.broker.prefix)
         self.messages: queue.SimpleQueue[Message] = queue.SimpleQueue()
         b = config.broker
-        password = cfgmod.read_password(b) if hasattr(cfgmod, "read_password") else None
+        password = cfgmod.read_password(b)
         self.transport = Transport(
             Endpoint.parse(embedded.resolve_url(config)),
             Options(

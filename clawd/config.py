@@ -288,7 +288,9 @@ def read_password(broker: BrokerConfig, env: Mapping[str, str] = os.environ) -> 
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError([f"{path}: cannot read the broker password: {why}"]) from None
-    return text[:-1] if text.endswith("\n") else text
+    text = text[:-1] if text.endswith("\n") else text
+    # an empty file (the unit's LoadCredential= needs one to exist) means "no password"
+    return text or None
 
 
 def _drop_none(value: Any) -> Any:

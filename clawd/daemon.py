@@ -15,6 +15,7 @@ from typing import Any
 
 from clawd import broker as embedded
 from clawd import config as cfgmod
+from clawd import logs
 from clawd.distributor.core import SESSION_EXPIRY, Distributor
 from clawd.errors import BrokerError, ConfigError, PluginError
 from clawd.journal import Journal
@@ -60,7 +61,9 @@ class Daemon:
             else:
                 url = info["url"]
         endpoint = Endpoint.parse(url)
-        password = cfgmod.read_password(cfg.broker) if hasattr(cfgmod, "read_password") else None
+        password = cfgmod.read_password(cfg.broker)
+        if password:
+            logs.register_secret(password)
         base = {
             "keepalive": cfg.broker.keepalive, "username": cfg.broker.username,
             "password": password, "tls_ca": cfg.broker.tls_ca, "tls_cert": cfg.broker.tls_cert,

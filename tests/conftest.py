@@ -173,9 +173,11 @@ def sub(broker: Broker, topic: str, count: int, timeout: float = 15, *extra: str
     return p
 
 
-def pub(broker: Broker, topic: str, message: str, *extra: str) -> None:
-    subprocess.run(["mosquitto_pub", *broker.args, "-q", "1", "-t", topic, "-m", message, *extra],
-                   check=True, timeout=10)
+def pub(broker: Broker, topic: str, message: str | bytes, *extra: str) -> None:
+    """Publish with the real mosquitto_pub (the payload goes through stdin: any size, any bytes)."""
+    data = message.encode() if isinstance(message, str) else message
+    subprocess.run(["mosquitto_pub", *broker.args, "-q", "1", "-t", topic, "-s", *extra],
+                   input=data, check=True, timeout=10)
 
 
 def lines(p: subprocess.Popen[str]) -> list[dict[str, Any]]:

@@ -101,6 +101,7 @@ def test_bad_input_is_reported_and_good_tasks_complete(broker, config, start_cla
     d = start_clawd("-c", str(config()), "run")
     bad = [
         ("clawd/tasks/normal", "not json"),
+        ("clawd/tasks/normal", '{"type": "compute", '),                          # truncated
         ("clawd/tasks/normal", json.dumps({"input": 1})),                      # missing type
         ("clawd/tasks/normal", json.dumps({"type": "nope", "input": 1})),      # unknown type
         ("clawd/tasks/normal", json.dumps({"type": "compute", "id": "a/b"})),  # bad id
@@ -123,7 +124,7 @@ def test_bad_input_is_reported_and_good_tasks_complete(broker, config, start_cla
     for e in errs:
         assert e["error"] and e["topic"].startswith("clawd/tasks/") and "payload_excerpt" in e
     joined = " | ".join(e["error"] for e in errs)
-    for phrase in ["invalid JSON", 'missing "type"', "unknown task type 'nope'", "invalid id",
+    for phrase in ["must be a JSON object envelope", "invalid JSON", 'missing "type"', "unknown task type 'nope'", "invalid id",
                    "unknown lane 'nolane'", "over the limit"]:
         assert phrase in joined
     (rej,) = lines(rejected)

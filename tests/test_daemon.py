@@ -111,7 +111,7 @@ def test_bad_input_is_reported_and_good_tasks_complete(broker, config, start_cla
     ]
     errors = sub(broker, "clawd/errors", len(bad), 20)
     rejected = sub(broker, "clawd/results/named-bad", 1)
-    results = sub(broker, "clawd/results/+", 4, 20)
+    results = sub(broker, "clawd/results/+", 5, 20)  # 4 ok + named-bad rejected
     for i in range(3):
         pub(broker, "clawd/tasks/normal/compute", f"{i}+1")
     for topic, payload in bad:

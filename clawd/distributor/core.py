@@ -187,16 +187,8 @@ class Distributor:
                 lanes=self.lanes.lanes,
                 max_payload=self.config.daemon.max_payload,
                 expiry=msg.expiry,
+                known_types=self._known_types,
             )
-            if (
-                task.type not in self.plugins.handlers
-                and task.type not in self.registry.known_types()
-            ):
-                known = sorted(set(self.plugins.handlers) | self.registry.known_types())
-                raise Rejected(
-                    f"unknown task type {task.type!r} (known: {', '.join(known) or 'none yet'})",
-                    task.id if msg.payload.lstrip()[:1] == b"{" else None,
-                )
         except Rejected as exc:
             self.metrics.count("rejected")
             self._error(exc.error, msg.topic, msg.payload, exc.task_id)
@@ -230,6 +222,10 @@ class Distributor:
             del self.entries[task.id]
         else:
             self.lanes.push(entry)
+
+    def _known_types(self) -> set[str]:
+        # what local plugins serve, and what any worker ever announced (offline ones too)
+        return set(self.plugins.handlers) | self.registry.known_types()
 
     def _error(self, error: str, topic: str, payload: bytes, task_id: str | None = None) -> None:
         doc: dict[str, Any] = {"error": error, "topic": topic, "payload_excerpt": excerpt(payload)}

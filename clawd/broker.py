@@ -8,6 +8,7 @@ same state dir reads that file to find it.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
@@ -126,16 +127,16 @@ class EmbeddedBroker:
             raise BrokerError(INSTALL_HINT)
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         prior = None
-        try:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             prior = json.loads(info_path(self.state_dir).read_text()).get("port")
-        except (OSError, ValueError, AttributeError):
-            pass
         self.port = _free_port(prior)
         sock = self.dir / "mqtt.sock"
         if sock.exists():
             sock.unlink()
         conf = self.dir / "mosquitto.conf"
-        conf.write_text(CONF.format(port=self.port, sock=sock, dir=self.dir, user=getpass.getuser()))
+        conf.write_text(
+            CONF.format(port=self.port, sock=sock, dir=self.dir, user=getpass.getuser())
+        )
         self.proc = subprocess.Popen(
             [exe, "-c", str(conf)],
             stdin=subprocess.DEVNULL,
@@ -183,7 +184,5 @@ class EmbeddedBroker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        try:
+        with contextlib.suppress(OSError):
             info_path(self.state_dir).unlink()
-        except OSError:
-            pass

@@ -43,7 +43,13 @@ def _config(ctx: click.Context) -> Any:
 
 
 @click.group()
-@click.option("-c", "--config", "path", metavar="FILE", help="Config file (default: $CLAWD_CONFIG, then /etc/clawd/clawd.toml).")
+@click.option(
+    "-c",
+    "--config",
+    "path",
+    metavar="FILE",
+    help="Config file (default: $CLAWD_CONFIG, then /etc/clawd/clawd.toml).",
+)
 @click.option("--debug", is_flag=True, help="Debug logging, and tracebacks for errors.")
 @click.version_option(__version__, prog_name="clawd")
 @click.pass_context
@@ -65,8 +71,16 @@ def main() -> None:
 
 
 @cli.command()
-@click.option("--role", "roles", multiple=True, type=click.Choice(["distributor", "worker"]), help="Run only this role (repeatable; default: [daemon] roles).")
-@click.option("--worker-id", help="This worker's id (default: [worker] id, $CLAWD_WORKER_ID, or <host>-1).")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(["distributor", "worker"]),
+    help="Run only this role (repeatable; default: [daemon] roles).",
+)
+@click.option(
+    "--worker-id", help="This worker's id (default: [worker] id, $CLAWD_WORKER_ID, or <host>-1)."
+)
 @click.pass_context
 def run(ctx: click.Context, roles: tuple[str, ...], worker_id: str | None) -> None:
     """Run the daemon (embedded broker, distributor and worker by default)."""
@@ -111,19 +125,40 @@ def _parse_input(text: str) -> Any:
 @cli.command()
 @click.argument("type_", metavar="TYPE", required=False)
 @click.argument("input_", metavar="[INPUT]", required=False)
-@click.option("-f", "--file", "file", type=click.File("r"), help="Submit every envelope of a JSONL file (one per line; - for stdin).")
+@click.option(
+    "-f",
+    "--file",
+    "file",
+    type=click.File("r"),
+    help="Submit every envelope of a JSONL file (one per line; - for stdin).",
+)
 @click.option("--lane", help="Lane (default: [distributor] default_lane).")
 @click.option("--id", "task_id", help="Task id (default: generated).")
 @click.option("--requires", multiple=True, help="Capability the worker must have (repeatable).")
 @click.option("--timeout", type=float, help="Handler time limit in seconds.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
-@click.option("--wait-timeout", type=float, default=None, help="Give up waiting after this many seconds.")
+@click.option(
+    "--wait-timeout", type=float, default=None, help="Give up waiting after this many seconds."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print whole result documents.")
 @click.pass_context
-def submit(ctx: click.Context, type_: str | None, input_: str | None, file: Any, lane: str | None,
-           task_id: str | None, requires: tuple[str, ...], timeout: float | None, wait: bool,
-           wait_timeout: float | None, as_json: bool) -> None:
-    """Submit a task: `clawd submit compute '2+2' --wait`. INPUT is JSON if it parses, else text; - reads stdin."""
+def submit(
+    ctx: click.Context,
+    type_: str | None,
+    input_: str | None,
+    file: Any,
+    lane: str | None,
+    task_id: str | None,
+    requires: tuple[str, ...],
+    timeout: float | None,
+    wait: bool,
+    wait_timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Submit a task: `clawd submit compute '2+2' --wait`.
+
+    INPUT is JSON if it parses, else text; - reads stdin.
+    """
     from clawd.client import submit_many
 
     cfg = _config(ctx)
@@ -134,7 +169,10 @@ def submit(ctx: click.Context, type_: str | None, input_: str | None, file: Any,
         raise click.UsageError("give a TYPE (or -f FILE)")
     if input_ == "-":
         input_ = sys.stdin.read()
-    env: dict[str, Any] = {"type": type_, "input": _parse_input(input_) if input_ is not None else None}
+    env: dict[str, Any] = {
+        "type": type_,
+        "input": _parse_input(input_) if input_ is not None else None,
+    }
     for key, value in (("id", task_id), ("lane", lane), ("timeout", timeout)):
         if value is not None:
             env[key] = value
@@ -193,8 +231,11 @@ def _submit_file(cfg: Any, file: Any, wait: bool, timeout: float | None, as_json
     missing = len(envelopes) - len(results)
     took = time.monotonic() - start
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    click.echo(f"{len(envelopes)} submitted: {summary or 'no results'}"
-               + (f", {missing} without result" if missing else "") + f" in {took:.2f} s")
+    click.echo(
+        f"{len(envelopes)} submitted: {summary or 'no results'}"
+        + (f", {missing} without result" if missing else "")
+        + f" in {took:.2f} s"
+    )
     if missing or counts.keys() - {"ok"}:
         sys.exit(1)
 
@@ -295,9 +336,14 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
 
     cfg = _config(ctx)
     pm = load_plugins(cfg)
-    rows = [
-        {"name": i.name, "source": i.source, "handlers": i.handlers,
-         "strategies": i.strategies, "hooks": i.hooks}
+    rows: list[dict[str, Any]] = [
+        {
+            "name": i.name,
+            "source": i.source,
+            "handlers": i.handlers,
+            "strategies": i.strategies,
+            "hooks": i.hooks,
+        }
         for i in pm.info.values()
     ]
     if as_json:
@@ -305,8 +351,13 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
         return
     table = Table("plugin", "source", "handlers", "strategies", "hooks")
     for r in rows:
-        table.add_row(r["name"], r["source"], ", ".join(r["handlers"]),
-                      ", ".join(r["strategies"]), ", ".join(r["hooks"]))
+        table.add_row(
+            r["name"],
+            r["source"],
+            ", ".join(r["handlers"]),
+            ", ".join(r["strategies"]),
+            ", ".join(r["hooks"]),
+        )
     Console().print(table)
 
 
@@ -363,7 +414,10 @@ def broker_url(ctx: click.Context) -> None:
 @broker_group.command("args")
 @click.pass_context
 def broker_args(ctx: click.Context) -> None:
-    """Print mosquitto_pub/sub/rr connection arguments: mosquitto_sub $(clawd broker args) -t '#'."""
+    """Print mosquitto_pub/sub/rr connection arguments.
+
+    Use as: mosquitto_sub $(clawd broker args) -t '#'
+    """
     from clawd.transport import Endpoint
 
     ep = Endpoint.parse(embedded.resolve_url(_config(ctx)))
@@ -405,8 +459,14 @@ def dlq_list(ctx: click.Context, as_json: bool) -> None:
 
     table = Table("id", "lane", "type", "reason", "attempts", "error")
     for d in letters:
-        table.add_row(d["id"], d["lane"], d["type"], d["reason"], str(d["attempts"]),
-                      str(d.get("error", ""))[:60])
+        table.add_row(
+            d["id"],
+            d["lane"],
+            d["type"],
+            d["reason"],
+            str(d["attempts"]),
+            str(d.get("error", ""))[:60],
+        )
     Console().print(table)
 
 

@@ -27,9 +27,14 @@ class Client:
         self.transport = Transport(
             Endpoint.parse(embedded.resolve_url(config)),
             Options(
-                client_id=f"clawd-cli-{os.getpid()}-{new_id()[:6]}", keepalive=max(b.keepalive, 10),
-                username=b.username, password=password, tls_ca=b.tls_ca,
-                tls_cert=b.tls_cert, tls_key=b.tls_key, tls_insecure=b.tls_insecure,
+                client_id=f"clawd-cli-{os.getpid()}-{new_id()[:6]}",
+                keepalive=max(b.keepalive, 10),
+                username=b.username,
+                password=password,
+                tls_ca=b.tls_ca,
+                tls_cert=b.tls_cert,
+                tls_key=b.tls_key,
+                tls_insecure=b.tls_insecure,
                 subscriptions=subscriptions or [],
             ),
             self.messages.put,
@@ -65,7 +70,11 @@ class Client:
 
 
 def submit_many(
-    config: Any, envelopes: list[dict[str, Any]], *, wait: bool, timeout: float | None,
+    config: Any,
+    envelopes: list[dict[str, Any]],
+    *,
+    wait: bool,
+    timeout: float | None,
     on_result: Any = None,
 ) -> dict[str, dict[str, Any]]:
     """Publish envelopes (QoS 1); with ``wait`` collect their results; returns id -> result."""

@@ -55,7 +55,9 @@ def run_demo(console: Console) -> int:
         console.print(f"[bold]starting[/] clawd run -c {cfg_path} (embedded mosquitto)")
         proc = subprocess.Popen(
             [sys.executable, "-m", "clawd", "-c", str(cfg_path), "run"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             _wait_ready(notify, proc, 30)
@@ -64,15 +66,25 @@ def run_demo(console: Console) -> int:
             start = time.monotonic()
             results = submit_many(cfg, envelopes, wait=True, timeout=30)
             took = time.monotonic() - start
-            table = Table("type", "input", "status", "result / error", "worker", "ms",
-                          title=f"{len(results)} results in {took * 1000:.0f} ms")
+            table = Table(
+                "type",
+                "input",
+                "status",
+                "result / error",
+                "worker",
+                "ms",
+                title=f"{len(results)} results in {took * 1000:.0f} ms",
+            )
             for env_ in envelopes:
                 r = results.get(env_["id"], {})
                 shown = r.get("result", r.get("error", "no result"))
                 table.add_row(
-                    env_["type"], encode(env_["input"]).decode()[:40], r.get("status", "-"),
+                    env_["type"],
+                    encode(env_["input"]).decode()[:40],
+                    r.get("status", "-"),
                     encode(shown).decode()[:60] if not isinstance(shown, str) else shown[:60],
-                    r.get("worker", ""), f"{r.get('duration_ms', 0):.1f}",
+                    r.get("worker", ""),
+                    f"{r.get('duration_ms', 0):.1f}",
                 )
             console.print(table)
             console.print(

@@ -14,31 +14,43 @@ def render(snap: dict[str, Any]) -> Group:
     parts: list[Any] = []
     if not m:
         parts.append(Text("no metrics yet: is a distributor running?", style="yellow"))
-    workers = Table("worker", "state", "load", "capacity", "done", "handlers", "capabilities",
-                    title="workers")
+    workers = Table(
+        "worker", "state", "load", "capacity", "done", "handlers", "capabilities", title="workers"
+    )
     live = m.get("workers", {})
     for wid, st in sorted(snap.get("workers", {}).items()):
         lm = live.get(wid, {})
         workers.add_row(
-            wid, st.get("state", "?"), str(lm.get("in_flight", st.get("in_flight", 0))),
-            str(st.get("capacity", 0)), str(lm.get("done", "")),
-            ", ".join(st.get("handlers", [])), ", ".join(st.get("capabilities", [])),
+            wid,
+            st.get("state", "?"),
+            str(lm.get("in_flight", st.get("in_flight", 0))),
+            str(st.get("capacity", 0)),
+            str(lm.get("done", "")),
+            ", ".join(st.get("handlers", [])),
+            ", ".join(st.get("capabilities", [])),
         )
     parts.append(workers)
     if m:
         lanes = Table("lane", "weight", "depth", "oldest (s)", "served", title="lanes")
         for name, ln in m.get("lanes", {}).items():
-            lanes.add_row(name, str(ln["weight"]), str(ln["depth"]), f"{ln['oldest_age']:.1f}",
-                          str(ln["served"]))
+            lanes.add_row(
+                name,
+                str(ln["weight"]),
+                str(ln["depth"]),
+                f"{ln['oldest_age']:.1f}",
+                str(ln["served"]),
+            )
         parts.append(lanes)
         rates = m.get("rates", {})
         totals = Table("counter", "total", "per s", title="tasks")
         for k, v in sorted(m.get("counters", {}).items()):
             totals.add_row(k, str(v), str(rates.get(k, 0)))
         parts.append(totals)
-        parts.append(Text(
-            f"in flight {m.get('in_flight', 0)}, delayed {m.get('delayed', 0)}, "
-            f"distributed {m.get('distributed', 0)}, avg distribution "
-            f"{m.get('avg_distribution_ms', 0)} ms"
-        ))
+        parts.append(
+            Text(
+                f"in flight {m.get('in_flight', 0)}, delayed {m.get('delayed', 0)}, "
+                f"distributed {m.get('distributed', 0)}, avg distribution "
+                f"{m.get('avg_distribution_ms', 0)} ms"
+            )
+        )
     return Group(*parts)

@@ -95,8 +95,11 @@ class Daemon:
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = {**env, "NOTIFY_SOCKET": str(self.sock_path)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clawd", *args], env=env, stdout=self.log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "clawd", *args],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.notes: list[str] = []
 
@@ -108,7 +111,9 @@ class Daemon:
                 data = self.sock.recv(4096).decode()
             except TimeoutError:
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"clawd exited {self.proc.returncode}:\n{self.output()}")
+                    raise AssertionError(
+                        f"clawd exited {self.proc.returncode}:\n{self.output()}"
+                    ) from None
                 continue
             self.notes.append(data)
             if field in data.split("\n"):
@@ -134,7 +139,9 @@ class Daemon:
 
 @pytest.fixture
 def clawd_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAWD_", "NOTIFY_", "WATCHDOG_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CLAWD_", "NOTIFY_", "WATCHDOG_"))
+    }
     env["PYTHONPATH"] = str(ROOT)
     env["CLAWD_STATE_DIR"] = str(tmp_path / "state")
     return env
@@ -156,18 +163,38 @@ def start_clawd(tmp_path: Path, clawd_env: dict[str, str]) -> Iterator[Any]:
         d.stop(signal.SIGKILL if d.proc.poll() is None else signal.SIGTERM, timeout=5)
 
 
-def run_cli(*args: str, env: dict[str, str], input: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str], input: str | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "clawd", *args], env=env, input=input, capture_output=True,
-        text=True, timeout=timeout,
+        [sys.executable, "-m", "clawd", *args],
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
-def sub(broker: Broker, topic: str, count: int, timeout: float = 15, *extra: str) -> subprocess.Popen[str]:
+def sub(
+    broker: Broker, topic: str, count: int, timeout: float = 15, *extra: str
+) -> subprocess.Popen[str]:
     """Start a real mosquitto_sub that exits after ``count`` messages."""
     p = subprocess.Popen(
-        ["mosquitto_sub", *broker.args, "-t", topic, "-C", str(count), "-W", str(int(timeout)), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            "mosquitto_sub",
+            *broker.args,
+            "-t",
+            topic,
+            "-C",
+            str(count),
+            "-W",
+            str(int(timeout)),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     time.sleep(0.3)  # let it subscribe before anything is published
     return p
@@ -176,8 +203,12 @@ def sub(broker: Broker, topic: str, count: int, timeout: float = 15, *extra: str
 def pub(broker: Broker, topic: str, message: str | bytes, *extra: str) -> None:
     """Publish with the real mosquitto_pub (the payload goes through stdin: any size, any bytes)."""
     data = message.encode() if isinstance(message, str) else message
-    subprocess.run(["mosquitto_pub", *broker.args, "-q", "1", "-t", topic, "-s", *extra],
-                   input=data, check=True, timeout=10)
+    subprocess.run(
+        ["mosquitto_pub", *broker.args, "-q", "1", "-t", topic, "-s", *extra],
+        input=data,
+        check=True,
+        timeout=10,
+    )
 
 
 def lines(p: subprocess.Popen[str]) -> list[dict[str, Any]]:

@@ -55,9 +55,23 @@ def test_mosquitto_pub_compute_gives_result(broker, config, start_clawd):
 def test_mosquitto_rr_request_reply(broker, config, start_clawd):
     start_clawd("-c", str(config()), "run")
     out = subprocess.run(
-        ["mosquitto_rr", *broker.args, "-V", "5", "-t", "clawd/tasks/normal/compute",
-         "-e", "my/reply", "-m", "2^10", "-W", "10"],
-        capture_output=True, text=True, timeout=20,
+        [
+            "mosquitto_rr",
+            *broker.args,
+            "-V",
+            "5",
+            "-t",
+            "clawd/tasks/normal/compute",
+            "-e",
+            "my/reply",
+            "-m",
+            "2^10",
+            "-W",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
@@ -67,8 +81,11 @@ def test_mosquitto_rr_request_reply(broker, config, start_clawd):
 def test_envelope_with_task_alias_and_id(broker, config, start_clawd):
     start_clawd("-c", str(config()), "run")
     s = sub(broker, "clawd/results/job-1", 1)
-    pub(broker, "clawd/tasks/high", json.dumps({"id": "job-1", "type": "compute", "task": "(1+2)*3",
-                                                 "meta": {"who": "test"}}))
+    pub(
+        broker,
+        "clawd/tasks/high",
+        json.dumps({"id": "job-1", "type": "compute", "task": "(1+2)*3", "meta": {"who": "test"}}),
+    )
     (result,) = lines(s)
     assert result["id"] == "job-1" and result["result"] == 9 and result["lane"] == "high"
     assert result["meta"] == {"who": "test"}
@@ -77,7 +94,9 @@ def test_envelope_with_task_alias_and_id(broker, config, start_clawd):
 def test_cli_submit_wait_and_results(broker, config, start_clawd, clawd_env):
     cfg = config()
     start_clawd("-c", str(cfg), "run")
-    out = run_cli("-c", str(cfg), "submit", "compute", "10/4", "--id", "t-1", "--wait", env=clawd_env)
+    out = run_cli(
+        "-c", str(cfg), "submit", "compute", "10/4", "--id", "t-1", "--wait", env=clawd_env
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "2.5"
     stored = run_cli("-c", str(cfg), "results", "t-1", env=clawd_env)
@@ -101,13 +120,13 @@ def test_bad_input_is_reported_and_good_tasks_complete(broker, config, start_cla
     d = start_clawd("-c", str(config()), "run")
     bad = [
         ("clawd/tasks/normal", "not json"),
-        ("clawd/tasks/normal", '{"type": "compute", '),                          # truncated
-        ("clawd/tasks/normal", json.dumps({"input": 1})),                      # missing type
-        ("clawd/tasks/normal", json.dumps({"type": "nope", "input": 1})),      # unknown type
+        ("clawd/tasks/normal", '{"type": "compute", '),  # truncated
+        ("clawd/tasks/normal", json.dumps({"input": 1})),  # missing type
+        ("clawd/tasks/normal", json.dumps({"type": "nope", "input": 1})),  # unknown type
         ("clawd/tasks/normal", json.dumps({"type": "compute", "id": "a/b"})),  # bad id
         ("clawd/tasks/normal", json.dumps({"type": "compute", "id": "x" * 129})),
-        ("clawd/tasks/nolane/compute", "1+1"),                                # unknown lane
-        ("clawd/tasks/normal/compute", "x" * (300 * 1024)),                  # over the limit
+        ("clawd/tasks/nolane/compute", "1+1"),  # unknown lane
+        ("clawd/tasks/normal/compute", "x" * (300 * 1024)),  # over the limit
     ]
     errors = sub(broker, "clawd/errors", len(bad), 20)
     rejected = sub(broker, "clawd/results/named-bad", 1)
@@ -116,16 +135,26 @@ def test_bad_input_is_reported_and_good_tasks_complete(broker, config, start_cla
         pub(broker, "clawd/tasks/normal/compute", f"{i}+1")
     for topic, payload in bad:
         pub(broker, topic, payload)
-    pub(broker, "clawd/tasks/normal", json.dumps({"type": "compute", "id": "named-bad",
-                                                   "input": "1", "lane": "low"}))
+    pub(
+        broker,
+        "clawd/tasks/normal",
+        json.dumps({"type": "compute", "id": "named-bad", "input": "1", "lane": "low"}),
+    )
     pub(broker, "clawd/tasks/normal/compute", "41+1")
     errs = lines(errors)
     assert len(errs) == len(bad)
     for e in errs:
         assert e["error"] and e["topic"].startswith("clawd/tasks/") and "payload_excerpt" in e
     joined = " | ".join(e["error"] for e in errs)
-    for phrase in ["must be a JSON object envelope", "invalid JSON", 'missing "type"', "unknown task type 'nope'", "invalid id",
-                   "unknown lane 'nolane'", "over the limit"]:
+    for phrase in [
+        "must be a JSON object envelope",
+        "invalid JSON",
+        'missing "type"',
+        "unknown task type 'nope'",
+        "invalid id",
+        "unknown lane 'nolane'",
+        "over the limit",
+    ]:
         assert phrase in joined
     (rej,) = lines(rejected)
     assert rej["status"] == "rejected" and "lane" in rej["error"]
@@ -146,7 +175,10 @@ def test_two_worker_processes_share_round_robin(broker, config, start_clawd, cla
     out = run_cli("-c", str(cfg), "submit", "-f", str(f), "--json", env=clawd_env, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "10 submitted: 10 ok" in out.stdout
-    workers = {json.loads(x)["worker"] for x in run_cli("-c", str(cfg), "results", env=clawd_env).stdout.splitlines()}
+    workers = {
+        json.loads(x)["worker"]
+        for x in run_cli("-c", str(cfg), "results", env=clawd_env).stdout.splitlines()
+    }
     assert workers == {"w-a", "w-b"}
 
 
@@ -162,7 +194,9 @@ def test_capability_routing(broker, config, start_clawd, clawd_env):
     f.write_text("".join(json.dumps(e) + "\n" for e in envs))
     out = run_cli("-c", str(cfg), "submit", "-f", str(f), env=clawd_env, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    docs = [json.loads(x) for x in run_cli("-c", str(cfg), "results", env=clawd_env).stdout.splitlines()]
+    docs = [
+        json.loads(x) for x in run_cli("-c", str(cfg), "results", env=clawd_env).stdout.splitlines()
+    ]
     assert len(docs) == 6 and {d["worker"] for d in docs} == {"gpu-1"}
 
 
@@ -194,7 +228,7 @@ def test_sigterm_exits_zero(config, start_clawd):
 
 def test_config_error_exits_78(tmp_path, clawd_env):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[worker]\nconcurency = 4\n')
+    bad.write_text("[worker]\nconcurency = 4\n")
     out = run_cli("-c", str(bad), "run", env=clawd_env)
     assert out.returncode == 78
     assert "concurency" in out.stderr and "concurrency" in out.stderr
@@ -206,8 +240,15 @@ def test_plugins_command_lists_builtins_and_dropins(config, clawd_env):
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["compute"]["handlers"] == ["compute"]
     assert rows["compute"]["source"].startswith("entry point")
-    assert set(rows["strategies"]["strategies"]) >= {"round_robin", "hash", "least_loaded", "fastest"}
-    assert rows["reverse"]["handlers"] == ["reverse"] and rows["reverse"]["source"].endswith("reverse.py")
+    assert set(rows["strategies"]["strategies"]) >= {
+        "round_robin",
+        "hash",
+        "least_loaded",
+        "fastest",
+    }
+    assert rows["reverse"]["handlers"] == ["reverse"] and rows["reverse"]["source"].endswith(
+        "reverse.py"
+    )
 
 
 def test_embedded_broker_end_to_end(tmp_path, clawd_env, start_clawd):
@@ -217,10 +258,15 @@ def test_embedded_broker_end_to_end(tmp_path, clawd_env, start_clawd):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "4"
     args = run_cli("broker", "args", env=env).stdout.split()
-    s = subprocess.Popen(["mosquitto_sub", *args, "-t", "clawd/results/+", "-C", "1", "-W", "10"],
-                         stdout=subprocess.PIPE, text=True)
+    s = subprocess.Popen(
+        ["mosquitto_sub", *args, "-t", "clawd/results/+", "-C", "1", "-W", "10"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(0.3)
-    subprocess.run(["mosquitto_pub", *args, "-t", "clawd/tasks/normal/compute", "-m", "2+2"], check=True)
+    subprocess.run(
+        ["mosquitto_pub", *args, "-t", "clawd/tasks/normal/compute", "-m", "2+2"], check=True
+    )
     assert json.loads(s.communicate(timeout=15)[0])["result"] == 4
     info = json.loads((tmp_path / "emb" / "broker.json").read_text())
     assert d.stop(signal.SIGTERM) == 0

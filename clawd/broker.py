@@ -37,6 +37,8 @@ CONF = """\
 listener {port} 127.0.0.1
 listener 0 {sock}
 allow_anonymous true
+# without it every small publish to a client waits ~40 ms for a delayed ACK (Nagle)
+set_tcp_nodelay true
 # mosquitto started as root switches to user "mosquitto", who cannot use our state dir
 user {user}
 persistence true

@@ -25,7 +25,7 @@ TASKS: list[dict[str, Any]] = [
     {"type": "compute", "input": "(1+2)*3 / 4"},
     {"type": "analyze", "input": [3, 1, 4, 1, 5, 9, 2, 6]},
     {"type": "analyze", "input": "clawd is a great little queue. Great results, no lost tasks."},
-    {"type": "transform", "input": {"data": ["b", "a", "c"], "ops": ["sort", "upper"]}},
+    {"type": "transform", "input": {"data": ["b", "a", "c"], "ops": ["sort", {"map": "upper"}]}},
     {"type": "compute", "input": "1/0"},
 ]
 

@@ -47,7 +47,7 @@ class Broker:
     def start(self) -> None:
         conf = self.dir / "mosquitto.conf"
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
             f"persistence true\npersistence_location {self.dir}/\n"
             "max_queued_messages 0\nmax_inflight_messages 0\n"
             f"log_dest file {self.dir}/mosquitto.log\n{self.extra}"

@@ -1,0 +1,274 @@
+"""``python -m bench``: clawd against the raw MQTT limit, Celery and Dramatiq.
+
+One private mosquitto for the whole run (and a private redis-server per peer), every
+system measured the same way: throughput of N no-op tasks submitted at once, and the
+submit-to-result round trip of tasks sent one at a time. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from bench import clawd_bench, peer_bench
+from bench.infra import Mosquitto, mosquitto_version, workdir
+from bench.mqtt_producer import Producer, percentile
+from bench.raw_pipeline import RawPipeline
+
+SYSTEMS = ("raw", "clawd", "celery", "dramatiq", "backlog")
+LABELS = {
+    "raw": "raw paho 4-hop",
+    "clawd": "clawd (journal on)",
+    "celery": "Celery + Redis",
+    "dramatiq": "Dramatiq + Redis",
+}
+#: the issue's targets
+TARGETS = {"raw": 1.0, "celery": 8.0, "dramatiq": 2.5}
+P50_MS, P99_MS, RSS_MB, DRAIN_WITHIN = 1.0, 4.0, 150.0, 0.20
+
+console = Console(width=120)
+err = Console(stderr=True)
+
+
+def note(message: str) -> None:
+    err.print(f"[dim]{message}[/dim]")
+
+
+def measure_mqtt(prod: Producer, tasks: int, rtt: int, runs: int) -> list[dict[str, Any]]:
+    prod.throughput(min(500, tasks))  # warm up connections, caches, worker pools
+    out = []
+    for i in range(runs):
+        tput = prod.throughput(tasks)
+        times = prod.round_trips(rtt)
+        out.append({"throughput": tput, "rtt": times})
+        note(f"  run {i + 1}/{runs}: {tput:,.0f} tasks/s")
+    return out
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per metric, the values of every run (round trips in ms)."""
+    return {
+        "throughput": [r["throughput"] for r in runs],
+        "p50_ms": [percentile(r["rtt"], 50) * 1000 for r in runs],
+        "p99_ms": [percentile(r["rtt"], 99) * 1000 for r in runs],
+    }
+
+
+def spread(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
+    lo, mid, hi = min(values), statistics.median(values), max(values)
+    return f"{lo:{fmt}} / {mid:{fmt}} / {hi:{fmt}}"
+
+
+def med(values: list[float] | None) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "mosquitto": mosquitto_version(),
+        "redis": shutil.which("redis-server") or "-",
+    }
+
+
+def render(results: dict[str, Any], params: dict[str, Any]) -> None:
+    runs = params["runs"]
+    t = Table(
+        title=f"{params['tasks']:,} no-op tasks throughput, {params['rtt']:,} sequential round "
+        f"trips; min / median / max over {runs} run(s)",
+    )
+    t.add_column("system")
+    t.add_column("tasks/s", justify="right")
+    t.add_column("round trip p50 ms", justify="right")
+    t.add_column("round trip p99 ms", justify="right")
+    for key, label in LABELS.items():
+        r = results.get(key)
+        if r is None:
+            continue
+        if "skipped" in r:
+            t.add_row(label, f"skipped: {r['skipped']}", "", "")
+            continue
+        t.add_row(
+            label,
+            spread(r["throughput"], ",.0f"),
+            spread(r["p50_ms"], ".2f"),
+            spread(r["p99_ms"], ".2f"),
+        )
+    console.print(t)
+
+    b = results.get("backlog")
+    if b is not None:
+        bt = Table(title=f"backlog of {params['backlog']:,} tasks queued with no worker running")
+        for col in ("fill tasks/s", "drain tasks/s", "peak RSS filling MB", "peak RSS draining MB"):
+            bt.add_column(col, justify="right")
+        if "skipped" in b:
+            bt.add_row(f"skipped: {b['skipped']}", "", "", "")
+        else:
+            bt.add_row(
+                spread(b["fill_per_s"], ",.0f"),
+                spread(b["drain_per_s"], ",.0f"),
+                spread(b["fill_rss_mb"], ".0f"),
+                spread(b["drain_rss_mb"], ".0f"),
+            )
+        console.print(bt)
+
+    c = results.get("clawd")
+    if c is None or "skipped" in c:
+        return
+    rt = Table(title="clawd against the targets (medians)")
+    rt.add_column("measure")
+    rt.add_column("measured", justify="right")
+    rt.add_column("target", justify="right")
+    rt.add_column("met", justify="center")
+    ct = med(c["throughput"])
+    for key, want in TARGETS.items():
+        other = results.get(key)
+        if other is None or "skipped" in other or not med(other["throughput"]):
+            continue
+        ratio = ct / med(other["throughput"])
+        rt.add_row(f"throughput clawd/{key}", f"{ratio:.2f}x", f">= {want:g}x", _ok(ratio >= want))
+    p50, p99 = med(c["p50_ms"]), med(c["p99_ms"])
+    rt.add_row("round trip p50", f"{p50:.2f} ms", f"<= {P50_MS:g} ms", _ok(p50 <= P50_MS))
+    rt.add_row("round trip p99", f"{p99:.2f} ms", f"<= {P99_MS:g} ms", _ok(p99 <= P99_MS))
+    if b is not None and "skipped" not in b:
+        rss = max(b["fill_rss_mb"] + b["drain_rss_mb"])
+        rt.add_row("backlog peak RSS", f"{rss:.0f} MB", f"<= {RSS_MB:g} MB", _ok(rss <= RSS_MB))
+        drain = med(b["drain_per_s"]) / ct
+        rt.add_row(
+            "backlog drain / empty-queue",
+            f"{drain:.2f}x",
+            f">= {1 - DRAIN_WITHIN:.2f}x",
+            _ok(drain >= 1 - DRAIN_WITHIN),
+        )
+    console.print(rt)
+
+
+def _ok(yes: bool) -> str:
+    return "[green]yes[/green]" if yes else "[red]no[/red]"
+
+
+@click.command()
+@click.option("--runs", default=3, show_default=True, help="Repetitions per system.")
+@click.option("--tasks", default=20_000, show_default=True, help="Tasks per throughput run.")
+@click.option("--rtt", default=2_000, show_default=True, help="Sequential round trips per run.")
+@click.option("--backlog", default=1_000_000, show_default=True, help="Backlog size.")
+@click.option("--backlog-runs", default=1, show_default=True, help="Repetitions of the backlog.")
+@click.option(
+    "--concurrency", default=16, show_default=True, help="[worker] concurrency of clawd's workers."
+)
+@click.option("--quick", is_flag=True, help="Small counts: a smoke run of the harness.")
+@click.option(
+    "--only",
+    default=",".join(SYSTEMS),
+    show_default=True,
+    help="Comma-separated subset of: " + ", ".join(SYSTEMS),
+)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write results.")
+@click.option("--keep", is_flag=True, help="Keep the temporary directory (logs, journals).")
+def main(
+    runs: int,
+    tasks: int,
+    rtt: int,
+    backlog: int,
+    backlog_runs: int,
+    concurrency: int,
+    quick: bool,
+    only: str,
+    json_out: str | None,
+    keep: bool,
+) -> None:
+    """Benchmark clawd against raw paho, Celery and Dramatiq on a private broker."""
+    chosen = [s.strip() for s in only.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(SYSTEMS))
+    if unknown:
+        raise click.BadParameter(f"unknown: {', '.join(unknown)} (known: {', '.join(SYSTEMS)})")
+    if quick:
+        tasks, rtt, backlog = min(tasks, 2_000), min(rtt, 200), min(backlog, 5_000)
+    params = {"runs": runs, "tasks": tasks, "rtt": rtt, "backlog": backlog}
+    info = machine()
+    note(f"machine: {info['nproc']} cpu(s), {info['cpu']}; {info['mosquitto']}")
+    tmp = workdir()
+    broker = Mosquitto(tmp).start()
+    results: dict[str, Any] = {}
+    try:
+        if "raw" in chosen:
+            note("raw paho pipeline ...")
+            raw = RawPipeline(broker.port)
+            try:
+                prod = raw.start()
+                results["raw"] = summarise(measure_mqtt(prod, tasks, rtt, runs))
+                prod.close()
+            finally:
+                raw.stop()
+        if "clawd" in chosen:
+            note("clawd ...")
+            cluster = clawd_bench.Cluster(tmp, broker.port, concurrency)
+            try:
+                cluster.start_distributor()
+                cluster.start_workers()
+                prod = clawd_bench.producer(broker.port)
+                results["clawd"] = summarise(measure_mqtt(prod, tasks, rtt, runs))
+                prod.close()
+            finally:
+                cluster.stop()
+        peers = [p for p in ("celery", "dramatiq") if p in chosen]
+        if peers:
+            why = peer_bench.ensure_venv(note)
+            for peer in peers:
+                if why:
+                    results[peer] = {"skipped": why}
+                    continue
+                note(f"{peer} ...")
+                try:
+                    results[peer] = summarise(
+                        peer_bench.run_peer(peer, tmp, tasks, rtt, runs, note)
+                    )
+                except Exception as exc:
+                    err.print(traceback.format_exc())
+                    results[peer] = {"skipped": f"failed: {str(exc).splitlines()[0]}"}
+        if "backlog" in chosen:
+            rows: dict[str, list[float]] = {}
+            for i in range(backlog_runs):
+                note(f"backlog {i + 1}/{backlog_runs} of {backlog:,} tasks ...")
+                r = clawd_bench.backlog(tmp, broker.port, backlog, concurrency, log=note)
+                for k, v in r.items():
+                    rows.setdefault(k, []).append(v)
+            results["backlog"] = rows
+    finally:
+        broker.stop()
+        if keep:
+            note(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    render(results, params)
+    if json_out:
+        doc = {"params": params, "machine": info, "results": results, "at": time.time()}
+        Path(json_out).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""The Celery side of the comparison: a no-op task, Redis broker and result backend.
+
+Imported by the Celery worker (``celery -A celery_app worker``) and by ``client.py``;
+runs in the bench's own virtualenv, never in clawd's environment.
+"""
+
+import os
+
+from celery import Celery
+
+URL = os.environ["BENCH_REDIS_URL"]
+app = Celery("bench", broker=URL, backend=URL)
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+)
+
+
+@app.task(name="noop")
+def noop():
+    return None

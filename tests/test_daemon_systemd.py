@@ -1,0 +1,88 @@
+"""The daemon under a real notify socket: READY, STATUS, WATCHDOG, RELOADING, STOPPING."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT, pub
+
+
+def fields(notes: list[str]) -> list[str]:
+    return [line.split("=", 1)[0] for note in notes for line in note.split("\n") if line]
+
+
+def collect(d, seconds: float) -> list[str]:
+    end = time.monotonic() + seconds
+    d.sock.settimeout(0.1)
+    got = []
+    while time.monotonic() < end:
+        try:
+            got.append(d.sock.recv(4096).decode())
+        except TimeoutError:
+            continue
+    d.notes.extend(got)
+    return got
+
+
+def write(path: Path, broker_url: str, state: Path, extra: str = "") -> Path:
+    path.write_text(f'[broker]\nurl = "{broker_url}"\n\n[daemon]\nstate_dir = "{state}"\n{extra}')
+    return path
+
+
+def test_ready_status_and_watchdog_cadence(broker, tmp_path, start_clawd):
+    cfg = write(tmp_path / "c.toml", broker.url, tmp_path / "state")
+    d = start_clawd("-c", str(cfg), "run", env={"WATCHDOG_USEC": "1000000"})
+    ready = d.notes[-1]
+    assert ready.startswith("READY=1") and "STATUS=" in ready
+    got = collect(d, 2.2)
+    pings = [n for n in got if n == "WATCHDOG=1"]
+    # WATCHDOG_USEC 1 s: a ping every 0.5 s from the working loop
+    assert 3 <= len(pings) <= 6, got
+    d.proc.send_signal(signal.SIGTERM)
+    assert "STOPPING" in fields(collect(d, 1.0))
+    assert d.proc.wait(30) == 0
+
+
+def test_wedged_loop_stops_the_watchdog(broker, tmp_path, start_clawd):
+    plugins = tmp_path / "wedge"
+    plugins.mkdir(mode=0o755)
+    shutil.copy(ROOT / "tests" / "dropins_wedge" / "wedge.py", plugins / "wedge.py")
+    extra = f'plugin_dirs = ["{plugins}"]\n'
+    cfg = write(tmp_path / "c.toml", broker.url, tmp_path / "state", extra)
+    d = start_clawd(
+        "-c", str(cfg), "run", "--role", "distributor", env={"WATCHDOG_USEC": "1000000"}
+    )
+    start_clawd("-c", str(cfg), "run", "--role", "worker")
+    assert "WATCHDOG=1" in collect(d, 1.5)
+    pub(
+        broker,
+        "clawd/tasks/normal",
+        json.dumps({"type": "compute", "input": "1", "meta": {"wedge": True}}),
+    )
+    time.sleep(0.5)
+    # the loop is stuck in the plugin: pings stop (after the stall allowance) for good
+    collect(d, 5.5)
+    assert "WATCHDOG=1" not in collect(d, 3.0)
+
+
+def test_sighup_reload_good_and_bad_config(broker, tmp_path, start_clawd):
+    cfg = write(tmp_path / "c.toml", broker.url, tmp_path / "state")
+    d = start_clawd("-c", str(cfg), "run")
+    d.proc.send_signal(signal.SIGHUP)
+    got = collect(d, 1.5)
+    seq = fields(got)
+    assert "RELOADING" in seq and "READY" in seq[seq.index("RELOADING") :]
+    reloading = next(n for n in got if n.startswith("RELOADING=1"))
+    assert "MONOTONIC_USEC=" in reloading
+    cfg.write_text(cfg.read_text() + "\n[worker]\nconcurency = 2\n")
+    d.proc.send_signal(signal.SIGHUP)
+    got = collect(d, 1.5)
+    seq = fields(got)
+    assert "RELOADING" in seq and "READY" in seq[seq.index("RELOADING") :]
+    assert d.proc.poll() is None
+    assert "reload refused" in d.output() and "concurency" in d.output()
+    assert d.stop() == 0

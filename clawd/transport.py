@@ -8,10 +8,12 @@ so they come back after every reconnect.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +32,13 @@ log = logging.getLogger("clawd.transport")
 
 #: publishes paho will hold while disconnected before refusing more (bounded memory)
 MAX_QUEUED = 100_000
+
+#: CONNACK reason codes that retrying cannot fix: bad credentials, banned, bad client id
+FATAL_REFUSALS = {0x85, 0x86, 0x87, 0x8A, 0x8C}
+AUTH_HINT = (
+    "check [broker] username and the password (password_file, or the systemd credential "
+    "broker-password)"
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,28 @@ class Message:
     expiry: float | None = None
 
 
+class Delivery:
+    """A QoS>0 publish on its way: ``acknowledged`` once the broker has answered it."""
+
+    __slots__ = ("_info",)
+
+    def __init__(self, info: Any) -> None:
+        self._info = info
+
+    @property
+    def acknowledged(self) -> bool:
+        """True once the broker acknowledged it (PUBACK): the broker owns it now."""
+        return bool(self._info.is_published())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for the acknowledgement; True when it came."""
+        try:
+            self._info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            return False
+        return self.acknowledged
+
+
 @dataclass
 class Will:
     topic: str
@@ -102,8 +133,9 @@ class Options:
     will: Will | None = None
     manual_ack: bool = False
     subscriptions: list[tuple[str, int]] = field(default_factory=list)
-    #: how many QoS>0 messages may be in flight towards the broker at once
-    max_inflight: int = 1000
+    #: QoS>0 messages in flight towards the broker; 0 = as many as the broker's receive
+    #: maximum allows (paho rescans its window on every PUBACK, so a large one is slow)
+    max_inflight: int = 0
 
 
 class Transport:
@@ -126,7 +158,11 @@ class Transport:
         self._pending_subs: set[int] = set()
         self._lock = threading.Lock()
         self._closing = False
+        #: why the last attempt to connect failed, for the error start() raises
         self._refused: str | None = None
+        #: set when the first connection succeeded or failed in a way retrying cannot fix
+        self._settled = threading.Event()
+        self._ever_connected = False
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=options.client_id,
@@ -140,12 +176,7 @@ class Transport:
         if options.username is not None:
             c.username_pw_set(options.username, options.password)
         if endpoint.tls:
-            ctx = ssl.create_default_context(cafile=options.tls_ca)
-            if options.tls_cert:
-                ctx.load_cert_chain(options.tls_cert, options.tls_key)
-            if options.tls_insecure:
-                ctx.check_hostname = False
-            c.tls_set_context(ctx)
+            c.tls_set_context(_tls_context(options))
         if options.will is not None:
             w = options.will
             c.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)
@@ -154,6 +185,7 @@ class Transport:
         c.on_message = self._handle_message
         c.on_subscribe = self._handle_subscribe
         c.on_socket_open = self._handle_socket_open
+        c.on_connect_fail = self._handle_connect_fail
         self._client = c
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -174,8 +206,12 @@ class Transport:
         except (OSError, ValueError) as exc:
             raise BrokerError(f"cannot connect to broker at {self.endpoint}: {exc}") from None
         self._client.loop_start()
-        if timeout is not None and not self.connected.wait(timeout):
-            why = self._refused or "no answer"
+        if timeout is None:
+            return
+        # settles early on a refusal retrying cannot fix (bad credentials, TLS verification)
+        self._settled.wait(timeout)
+        if not self.connected.is_set():
+            why = self._refused or f"no answer within {timeout:g}s"
             self.stop()
             raise BrokerError(f"cannot connect to broker at {self.endpoint}: {why}")
 
@@ -222,6 +258,12 @@ class Transport:
             return False
         return True
 
+    def publish_tracked(
+        self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False
+    ) -> Delivery:
+        """Queue a publish and return its :class:`Delivery`, to learn when the broker has it."""
+        return Delivery(self._client.publish(topic, payload, qos=qos, retain=retain))
+
     def ack(self, mid: int, qos: int) -> None:
         """Acknowledge an inbound message (manual_ack mode): after it is durable."""
         if qos > 0:
@@ -232,19 +274,52 @@ class Transport:
     def _handle_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
         # paho leaves Nagle on: a small publish then waits ~40 ms for a delayed ACK
         if not self.endpoint.unix:
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+
+    def _handle_connect_fail(self, client: Any, userdata: Any) -> None:
+        # paho calls this from inside its ``except OSError`` around the socket connect and
+        # TLS handshake, so the exception is still in hand: keep it for the error message
+        exc = sys.exc_info()[1]
+        fatal = False
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            why = (
+                f"TLS certificate verification failed: {exc.verify_message} (check tls_ca, "
+                "and that the url's host is a name the broker's certificate was issued for)"
+            )
+            fatal = True
+        elif isinstance(exc, ssl.SSLError):
+            why = f"TLS handshake failed: {exc.reason or exc} (is the port a TLS listener?)"
+            fatal = True
+        elif exc is not None:
+            why = str(exc) or type(exc).__name__
+        else:
+            why = "connection failed"
+        self._refused = why
+        if self._ever_connected:
+            log.error("cannot reconnect to %s: %s", self.endpoint, why)
+        elif fatal:
+            self._give_up(client)
+
+    def _give_up(self, client: Any) -> None:
+        """Stop retrying a first connection that cannot succeed; start() raises."""
+        self._closing = True
+        client.disconnect()
+        self._settled.set()
 
     def _handle_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:
-            self._refused = f"refused: {rc}"
-            log.error("broker %s refused the connection: %s", self.endpoint, rc)
-            if str(rc) in ("Not authorized", "Bad user name or password"):
-                # retrying bad credentials only hammers the broker
-                client.disconnect()
+            fatal = rc.value in FATAL_REFUSALS
+            hint = f"; {AUTH_HINT}" if rc.value in (0x86, 0x87, 0x8C) else ""
+            self._refused = f"the broker refused the connection: {rc}{hint}"
+            log.error("broker %s refused the connection: %s%s", self.endpoint, rc, hint)
+            if fatal and not self._ever_connected:
+                # at start-up, retrying bad credentials only hammers the broker; later
+                # (credentials rotated under us) paho's capped backoff keeps retrying
+                self._give_up(client)
             return
+        self._ever_connected = True
+        self._refused = None
         subs = self.options.subscriptions
         if subs:
             result, mid = client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in subs])
@@ -253,6 +328,7 @@ class Transport:
         else:
             self.subscribed.set()
         self.connected.set()
+        self._settled.set()
         log.info("connected to %s as %s", self.endpoint, self.options.client_id)
         self._on_state(True, "connected")
 
@@ -268,9 +344,20 @@ class Transport:
     def _handle_disconnect(
         self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any
     ) -> None:
+        was_up = self.connected.is_set()
         self.connected.clear()
         self.subscribed.clear()
         if self._closing:
+            return
+        if not self._ever_connected and self._refused is None:
+            self._refused = (
+                f"the broker closed the connection before accepting it ({rc}); a TLS "
+                "listener does this to plain mqtt:// (use mqtts://) and to a client without "
+                "the certificate it requires (set tls_cert and tls_key)"
+            )
+        if not was_up:
+            # a failed attempt (e.g. refused after a credential change): paho's backoff
+            # keeps doubling up to 30 s; resetting it here would retry every second forever
             return
         # jitter the next reconnect so a fleet does not stampede a restarted broker
         client.reconnect_delay_set(min_delay=random.uniform(0.2, 1.0), max_delay=30)
@@ -287,3 +374,22 @@ class Transport:
         self._on_message(
             Message(msg.topic, msg.payload, msg.qos, bool(msg.retain), msg.mid, rt, corr, exp)
         )
+
+
+def _tls_context(options: Options) -> ssl.SSLContext:
+    """A verifying TLS context; unreadable or invalid files are a BrokerError naming them."""
+    try:
+        ctx = ssl.create_default_context(cafile=options.tls_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise BrokerError(f"tls_ca {options.tls_ca}: cannot load CA certificates: {exc}") from None
+    if options.tls_cert:
+        try:
+            ctx.load_cert_chain(options.tls_cert, options.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise BrokerError(
+                f"tls_cert {options.tls_cert} / tls_key {options.tls_key}: cannot load the "
+                f"client certificate: {exc}"
+            ) from None
+    if options.tls_insecure:
+        ctx.check_hostname = False
+    return ctx

@@ -205,7 +205,8 @@ class Distributor:
         )
         if task.id in self.entries:
             return  # already open: it will produce its one result
-        known = self.journal.lookup(task.id)
+        # an id clawd generated is new by construction: only a producer's id needs a lookup
+        known = self.journal.lookup(task.id) if b'"id"' in msg.payload else None
         if known is not None:
             state, result = known
             if result is not None:  # idempotent: the stored outcome stands

@@ -65,9 +65,13 @@ class Daemon:
         if password:
             logs.register_secret(password)
         base = {
-            "keepalive": cfg.broker.keepalive, "username": cfg.broker.username,
-            "password": password, "tls_ca": cfg.broker.tls_ca, "tls_cert": cfg.broker.tls_cert,
-            "tls_key": cfg.broker.tls_key, "tls_insecure": cfg.broker.tls_insecure,
+            "keepalive": cfg.broker.keepalive,
+            "username": cfg.broker.username,
+            "password": password,
+            "tls_ca": cfg.broker.tls_ca,
+            "tls_cert": cfg.broker.tls_cert,
+            "tls_key": cfg.broker.tls_key,
+            "tls_insecure": cfg.broker.tls_insecure,
         }
         if "distributor" in self.roles:
             journal = Journal(cfg.state_path / "journal.db")
@@ -77,8 +81,11 @@ class Daemon:
                 endpoint,
                 Options(
                     client_id=cfg.broker.client_id or f"clawd-distributor-{cfg.broker.prefix}",
-                    clean_start=False, session_expiry=SESSION_EXPIRY, manual_ack=True,
-                    subscriptions=d.subscriptions(), **base,
+                    clean_start=False,
+                    session_expiry=SESSION_EXPIRY,
+                    manual_ack=True,
+                    subscriptions=d.subscriptions(),
+                    **base,
                 ),
                 d.on_message,
             )
@@ -89,8 +96,11 @@ class Daemon:
             t = Transport(
                 endpoint,
                 Options(
-                    client_id=f"clawd-worker-{w.id}", clean_start=True, will=w.will(),
-                    subscriptions=w.subscriptions(), **base,
+                    client_id=f"clawd-worker-{w.id}",
+                    clean_start=True,
+                    will=w.will(),
+                    subscriptions=w.subscriptions(),
+                    **base,
                 ),
                 w.on_message,
                 on_state=lambda up, why: w.announce() if up else None,
@@ -104,7 +114,9 @@ class Daemon:
                 raise BrokerError(f"broker at {endpoint} did not acknowledge subscriptions")
         self.endpoint = endpoint
         for role in self.roles:
-            th = threading.Thread(target=self._loop, args=(role,), name=f"clawd-{role}", daemon=True)
+            th = threading.Thread(
+                target=self._loop, args=(role,), name=f"clawd-{role}", daemon=True
+            )
             self.loops[role] = time.monotonic()
             self.threads.append(th)
             th.start()
@@ -172,7 +184,9 @@ class Daemon:
             new = cfgmod.load(self.config_path)
             plugins = load_plugins(new)
             if self.distributor is not None:
-                plugins.make_strategy(new.distributor.strategy, dict(new.distributor.strategy_options))
+                plugins.make_strategy(
+                    new.distributor.strategy, dict(new.distributor.strategy_options)
+                )
         except (ConfigError, PluginError) as exc:
             problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
             for p in problems:

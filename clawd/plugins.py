@@ -140,7 +140,9 @@ class Plugins:
         for impl in self.pm.hook.clawd_register_handlers.get_hookimpls():
             self._call(impl, register=self._handler_registrar(impl.plugin_name), config=self.config)
         for impl in self.pm.hook.clawd_register_strategies.get_hookimpls():
-            self._call(impl, register=self._strategy_registrar(impl.plugin_name), config=self.config)
+            self._call(
+                impl, register=self._strategy_registrar(impl.plugin_name), config=self.config
+            )
 
     @staticmethod
     def _call(impl: Any, **kwargs: Any) -> Any:

@@ -405,7 +405,7 @@ class Distributor:
             if not order:
                 break
             lane = order[0]
-            picked = None
+            picked: tuple[int, Entry, list[WorkerState] | None] | None = None
             for i, e in enumerate(lane.queue):
                 if i >= SCAN:
                     break
@@ -419,16 +419,16 @@ class Distributor:
             if picked is None:
                 blocked.add(lane.name)
                 continue
-            i, e, cands = picked
+            i, e, found = picked
             del lane.queue[i]
-            if cands is None:
+            if found is None:
                 e.attempt += 1
                 self._dead(e, "expired", "the task's time to live ran out before it started")
                 continue
             self.lanes.served(lane)
             t = e.task
             view = TaskView(t.id, t.type, t.lane, tuple(t.requires), t.cost, t.meta or {})
-            w = self.strategy.choose(view, cands) if len(cands) > 1 else cands[0]
+            w = self.strategy.choose(view, found) if len(found) > 1 else found[0]
             e.attempt += 1
             e.state = "running"
             e.worker = w.id

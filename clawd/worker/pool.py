@@ -9,6 +9,7 @@ isolation for code that may never return.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -136,8 +137,6 @@ class Pool:
 
 
 def _kill_group(proc: Any) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.join(1)

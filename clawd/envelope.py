@@ -7,6 +7,7 @@ problem; nothing in this module raises anything else for any input bytes.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import time
 import uuid
@@ -135,8 +136,20 @@ def parse_submission(
     if stripped[:1] == b"{":
         try:
             env = _envelope_decoder.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-            raise Rejected(_envelope_error(exc)) from None
+        except (
+            msgspec.DecodeError,
+            msgspec.ValidationError,
+            RecursionError,
+            UnicodeDecodeError,
+        ) as exc:
+            raise Rejected(_envelope_error(exc, payload)) from None
+        if _may_repeat_fields(payload):
+            duplicate = _duplicate_field(payload)
+            if duplicate is not None:
+                raise Rejected(
+                    f'invalid task envelope: field "{duplicate}" appears more than once '
+                    "(JSON parsers disagree on which one wins, so clawd takes neither)"
+                )
     elif topic_type is None:
         raise Rejected(
             "a task on <prefix>/tasks/<lane> must be a JSON object envelope "
@@ -160,9 +173,16 @@ def parse_submission(
         raise
 
 
-def _envelope_error(exc: Exception) -> str:
+def _envelope_error(exc: Exception, payload: bytes) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return _utf8_error(payload)
     if not isinstance(exc, msgspec.ValidationError):
-        return _decode_error(exc)
+        if not isinstance(exc, RecursionError) and _LONE_SURROGATE.search(payload):
+            return (
+                "invalid JSON: unpaired UTF-16 surrogate escape (a \\uD800-\\uDFFF escape "
+                "must be half of a pair)"
+            )
+        return _decode_error(exc) + _json_hint(payload)
     message = str(exc)
     unknown = re.match(r"Object contains unknown field `(.*)`", message)
     if unknown:
@@ -172,17 +192,74 @@ def _envelope_error(exc: Exception) -> str:
     return f"invalid task envelope: {message}"
 
 
+def _json_hint(payload: bytes) -> str:
+    """Name the usual culprits of a JSON syntax error; only runs on the error path."""
+    if _NON_FINITE.search(payload):
+        return " (NaN and Infinity are not JSON numbers)"
+    return ""
+
+
+# ``"type"`` and the like as raw bytes: a field can only repeat if its quoted name does,
+# unless a name is spelt with \u escapes; anything else skips the slow check
+_FIELD_TOKENS = tuple(f'"{name}"'.encode() for name in Envelope.__struct_fields__)
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+_NON_FINITE = re.compile(rb"(?<![\w\"])-?(?:NaN|Infinity)\b")
+
+
+def _may_repeat_fields(payload: bytes) -> bool:
+    return b"\\u" in payload or any(payload.count(t) > 1 for t in _FIELD_TOKENS)
+
+
+def _duplicate_field(payload: bytes) -> str | None:
+    """The first key of the top-level object that occurs twice, or None.
+
+    msgspec (like json.loads) silently keeps the last of repeated keys; a producer and
+    clawd could then read different tasks from the same bytes.
+    """
+    repeated: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        # called innermost object first, so the last call is the top-level object
+        seen: set[str] = set()
+        repeated.clear()
+        for key, _ in items:
+            if key in seen:
+                repeated.append(key)
+            seen.add(key)
+        return {}
+
+    try:
+        json.loads(payload, object_pairs_hook=pairs)
+    except RecursionError:
+        # unverifiable is not accepted: the check must not be skippable by nesting
+        raise Rejected("payload is nested too deeply") from None
+    except ValueError:
+        return None  # both parsers are strict; msgspec accepted it
+    return repeated[0] if repeated else None
+
+
 def _raw_input(stripped: bytes, payload: bytes) -> Any:
     try:
         return _any_decoder.decode(stripped)
     except RecursionError:
         raise Rejected("payload is nested too deeply") from None
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         pass
     try:
         return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejected(_utf8_error(payload)) from None
+
+
+def _utf8_error(payload: bytes) -> str:
+    try:
+        payload.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Rejected(f"payload is not valid UTF-8 (byte {exc.start})") from None
+        return f"payload is not valid UTF-8 (byte {exc.start})"
+    return "payload is not valid UTF-8"
 
 
 def _build(

@@ -314,6 +314,7 @@ def result_doc(
     error: str | None = None,
     worker: str | None = None,
     finished_at: float | None = None,
+    started_at: float | None = None,
 ) -> dict[str, Any]:
     """The terminal result document of DESIGN.md section 2."""
     finished = time.time() if finished_at is None else finished_at
@@ -331,6 +332,8 @@ def result_doc(
     if worker:
         doc["worker"] = worker
     doc["submitted_at"] = task.submitted_at
+    if started_at is not None:
+        doc["started_at"] = started_at
     doc["finished_at"] = finished
     doc["duration_ms"] = round((finished - task.submitted_at) * 1000, 3)
     if task.meta:

@@ -62,6 +62,7 @@ class Distributor:
         self.draining = False
         self._poison_after = config.distributor.poison_after
         self.pending_reload: tuple[Any, Any] | None = None
+        self._was_down = False
 
     def _apply_reload(self, config: Any, plugins: Any) -> None:
         """Apply a reloaded config on this loop's thread: lanes, strategy, retries."""
@@ -249,6 +250,7 @@ class Distributor:
             self._lose_worker(w, "restarted", lost=True)
         w.update(status)
         w.session = session
+        w.silent = False
         if state == "online":
             if not w.online:
                 log.info("worker %s online (capacity %d)", worker_id, w.capacity)
@@ -279,6 +281,11 @@ class Distributor:
     def _report(self, worker_id: str, report: dict[str, Any]) -> None:
         w = self.registry.get(worker_id)
         w.last_seen = time.monotonic()
+        if w.silent and w.status.get("state") == "online":
+            # it was only unheard (a partition, a broker restart): it is back
+            log.info("worker %s heard again", worker_id)
+            w.silent = False
+            w.online = True
         lease = w.last_seen + self.config.distributor.liveness_timeout
         for task_id, attempt in report.get("running", ()):
             e = self.entries.get(task_id)
@@ -300,6 +307,14 @@ class Distributor:
         if w.running.get(task_id) == attempt:
             del w.running[task_id]
         e = self.entries.get(task_id)
+        if e is not None and e.state == "queued" and e.attempt == attempt and e.worker is None:
+            # the outcome of the latest attempt, which this distributor requeued (it restarted
+            # or was cut off) but has not dispatched again: it stands, and saves a rerun
+            lane = self.lanes.lanes[e.task.lane]
+            if e in lane.queue:
+                lane.queue.remove(e)
+                e.state = "running"
+                e.worker = w.id
         if e is None or e.state != "running" or e.attempt != attempt or e.worker != w.id:
             # fencing: an outcome of a superseded attempt never becomes a second result
             self.metrics.count("stale_outcomes")
@@ -354,7 +369,13 @@ class Distributor:
         worker: str | None = None,
     ) -> dict[str, Any]:
         doc = result_doc(
-            e.task, status, attempts=e.attempt, result=result, error=error, worker=worker
+            e.task,
+            status,
+            attempts=e.attempt,
+            result=result,
+            error=error,
+            worker=worker,
+            started_at=e.dispatched_at or None,
         )
         self.journal.finish(e.task.id, status, doc, e.history)
         self.entries.pop(e.task.id, None)
@@ -413,6 +434,10 @@ class Distributor:
                     picked = (i, e, None)
                     break
                 cands = self.registry.candidates(e.task.type, e.task.lane, e.task.requires)
+                if e.lost:
+                    # a suspect of killing its worker runs alone, so that if it does it
+                    # again no innocent task beside it is blamed (and dead-lettered)
+                    cands = [w for w in cands if not w.running]
                 if cands:
                     picked = (i, e, cands)
                     break
@@ -433,12 +458,13 @@ class Distributor:
             e.state = "running"
             e.worker = w.id
             e.lease_until = lease
-            e.dispatched_at = now
+            e.dispatched_at = wall
             w.running[t.id] = e.attempt
+            w.solo = t.id if e.lost else None
             t.attempt = e.attempt
             self.journal.dispatched(t.id, e.attempt)
             batches[w.id].append(t)
-            self.metrics.dispatched(now - e.enqueued_at)
+            self.metrics.dispatched(t.lane, now - e.enqueued_at)
             if lane.spilled and len(lane.queue) < WINDOW // 2:
                 self._page_in(lane)
             if not self.registry.free_slots():
@@ -466,6 +492,8 @@ class Distributor:
             e = self.entries.get(task_id)
             if e is not None and e.state == "delayed":
                 self._requeue(e)
+        if not self._link_up(now):
+            return
         silent = now - self.config.distributor.liveness_timeout
         for w in self.registry.online():
             if w.last_seen < silent:
@@ -473,6 +501,7 @@ class Distributor:
                     "worker %s silent for %.0f s: requeueing its tasks", w.id, now - w.last_seen
                 )
                 w.online = False
+                w.silent = True
                 self._lose_worker(w, "silent", lost=True)
         for e in list(self.entries.values()):
             if e.state == "running" and e.lease_until < now:
@@ -481,6 +510,27 @@ class Distributor:
                 e.history.append(_attempt(e, e.worker, "lease_expired", "lease expired"))
                 self._requeue(e, front=True)
         self.metrics.maybe_publish(self, now)
+
+    def _link_up(self, now: float) -> bool:
+        """Whether the broker connection is up; after an outage, give everyone a fresh lease.
+
+        While the distributor itself is cut off it hears no heartbeats, so silence says
+        nothing about the workers: judging them then would requeue (and count as lost)
+        every task in flight.
+        """
+        up = self.transport is None or self.transport.connected.is_set()
+        if not up:
+            self._was_down = True
+            return False
+        if self._was_down:
+            self._was_down = False
+            grace = now + self.config.distributor.liveness_timeout
+            for w in self.registry.online():
+                w.last_seen = now
+            for e in self.entries.values():
+                if e.state == "running":
+                    e.lease_until = max(e.lease_until, grace)
+        return True
 
     # -- operator commands ---------------------------------------------------------------
 

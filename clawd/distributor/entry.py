@@ -44,4 +44,5 @@ class Entry:
         self.seq = seq
         #: times the worker running this task vanished (poison detection)
         self.lost = 0
+        #: wall-clock time of the latest dispatch (the result's ``started_at``)
         self.dispatched_at = 0.0

@@ -22,17 +22,23 @@ class Metrics:
         self._last_publish = 0.0
         self._last_counters: Counter[str] = Counter()
         self.rates: dict[str, float] = {}
-        self.task_seconds: dict[str, list[float]] = {}
+        #: the optional Prometheus exporter (clawd.prometheus.Exporter)
+        self.exporter: Any = None
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
+        if self.exporter is not None:
+            self.exporter.count(name, n)
 
-    def dispatched(self, waited: float) -> None:
+    def dispatched(self, lane: str, waited: float) -> None:
         self.dispatch_count += 1
         self.dispatch_wait_total += waited
+        if self.exporter is not None:
+            self.exporter.observe_wait(lane, waited)
 
     def observe_task(self, lane: str, type_: str, seconds: float) -> None:
-        """Hook point for latency histograms (the Prometheus exporter reads these)."""
+        if self.exporter is not None:
+            self.exporter.observe_task(lane, type_, seconds)
 
     def snapshot(self, d: Any) -> dict[str, Any]:
         now = time.monotonic()
@@ -73,9 +79,10 @@ class Metrics:
             else 0.0,
         }
 
-    def maybe_publish(self, d: Any, now: float) -> None:
+    def maybe_publish(self, d: Any, now: float) -> dict[str, Any] | None:
+        """Every INTERVAL: publish the retained snapshot; returns it when it did."""
         if now - self._last_publish < INTERVAL:
-            return
+            return None
         elapsed = now - self._last_publish if self._last_publish else INTERVAL
         self.rates = {
             k: round((v - self._last_counters.get(k, 0)) / elapsed, 2)
@@ -83,4 +90,8 @@ class Metrics:
         }
         self._last_counters = Counter(self.counters)
         self._last_publish = now
-        d._publish(d.topics.metrics, encode(self.snapshot(d)), retain=True, qos=1)
+        snap = self.snapshot(d)
+        if self.exporter is not None:
+            self.exporter.update(snap)
+        d._publish(d.topics.metrics, encode(snap), retain=True, qos=1)
+        return snap

@@ -34,6 +34,9 @@ log = logging.getLogger("clawd.distributor")
 SCAN = 64
 #: a lane keeps at most this many tasks in memory; the rest are paged from the journal
 WINDOW = 20_000
+#: messages handled per loop turn: big enough for group commit to pay, small enough that
+#: a burst of submissions does not hold back dispatching
+MAX_TURN = 500
 #: MQTT session expiry for the distributor: submissions wait this long while it is down
 SESSION_EXPIRY = 7 * 24 * 3600
 
@@ -119,7 +122,7 @@ class Distributor:
         while msg is not None:
             self._handle(msg)
             handled += 1
-            if handled >= 5000:
+            if handled >= MAX_TURN:
                 break
             try:
                 msg = self.inbox.get_nowait()

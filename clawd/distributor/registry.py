@@ -21,6 +21,10 @@ class WorkerState(WorkerView):
         self.status: dict[str, Any] = {}
         self.done = 0
         self.busy_seconds = 0.0
+        #: declared lost for heartbeat silence; its next report brings it back
+        self.silent = False
+        #: a suspected poison task running here alone: nothing else is granted beside it
+        self.solo: str | None = None
 
     def update(self, status: dict[str, Any]) -> None:
         self.status = status
@@ -38,6 +42,8 @@ class WorkerState(WorkerView):
         self.busy_seconds += seconds
 
     def can_take(self, type_: str, lane: str, requires: list[str]) -> bool:
+        if self.solo is not None and self.solo in self.running:
+            return False
         return (
             self.online
             and len(self.running) < self.capacity

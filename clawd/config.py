@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, cast
 
 import msgspec
 import msgspec.inspect
+import msgspec.structs
 import tomli_w
 
 from clawd.config_check import (
@@ -38,6 +39,9 @@ CREDENTIAL_NAME = "broker-password"
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+#: a share of calls: 0.5 is 50 %
+Share = Annotated[float, msgspec.Meta(gt=0, le=1)]
 
 
 class BrokerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -82,6 +86,18 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     lanes: list[str] = msgspec.field(default_factory=list)
     #: seconds a stopping worker lets running tasks finish before handing them back
     drain_timeout: PositiveFloat = 30.0
+    #: concurrency autoscaling limits; unset: ``concurrency`` (no autoscaling), filled in
+    #: by :func:`load`
+    min_concurrency: PositiveInt | None = None
+    max_concurrency: PositiveInt | None = None
+
+    @property
+    def concurrency_limits(self) -> tuple[int, int]:
+        """``(min_concurrency, max_concurrency)``, each defaulting to ``concurrency``."""
+        return (
+            self.min_concurrency or self.concurrency,
+            self.max_concurrency or self.concurrency,
+        )
 
 
 class DistributorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -108,6 +124,79 @@ class RetryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_attempts: PositiveInt = 5
     backoff_base: PositiveFloat = 0.5
     backoff_cap: PositiveFloat = 30.0
+
+
+class ScalerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[scaler]``: the scaling signals, and the built-in local scaler that starts and
+    stops worker processes on the distributor's machine."""
+
+    enabled: bool = False
+    min_workers: NonNegativeInt = 0
+    max_workers: NonNegativeInt = 4
+    #: seconds between two changes
+    cooldown: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    target_utilisation: Annotated[
+        float, msgspec.Meta(gt=0, le=1, extra={"hint": "a share of the slots, e.g. 0.8"})
+    ] = 0.8
+    #: seconds a queued task should wait at most
+    max_wait: PositiveFloat = 30.0
+    #: a worker's argv; empty: this clawd, ``python -m clawd [-c FILE] run --role worker``
+    command: list[Annotated[str, msgspec.Meta(min_length=1)]] = msgspec.field(default_factory=list)
+
+
+class BreakerTypeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[breakers.types.<type>]``: circuit-breaker settings for one task type.
+
+    Every key is optional; one left out inherits ``[breakers]`` (:meth:`BreakerConfig.for_type`).
+    The ejection keys are not here: ejection takes a worker out for every type at once.
+    """
+
+    enabled: bool | None = None
+    window: PositiveInt | None = None
+    minimum_calls: PositiveInt | None = None
+    failure_rate: Share | None = None
+    slow_call_seconds: PositiveFloat | None = None
+    slow_call_rate: Share | None = None
+    open_seconds: PositiveFloat | None = None
+    half_open_calls: PositiveInt | None = None
+    hold_seconds: PositiveFloat | None = None
+
+
+class BreakerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[breakers]``: circuit breakers per task type and per (worker, type), and ejection
+    of a worker after consecutive failures. See docs/breakers.md."""
+
+    enabled: bool = True
+    #: the last this many calls are what the rates are computed over
+    window: PositiveInt = 20
+    #: no opening before the window holds this many calls: 1 failure in 1 call is no signal
+    minimum_calls: PositiveInt = 10
+    failure_rate: Share = 0.5
+    #: unset: call duration never opens a breaker
+    slow_call_seconds: PositiveFloat | None = None
+    slow_call_rate: Share = 1.0
+    open_seconds: PositiveFloat = 10.0
+    half_open_calls: PositiveInt = 3
+    eject_after: PositiveInt = 5
+    eject_seconds: PositiveFloat = 30.0
+    max_ejected: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
+    #: how long a type's tasks wait while its breaker is open before they are dead-lettered
+    hold_seconds: PositiveFloat = 60.0
+    types: dict[Name, BreakerTypeConfig] = msgspec.field(default_factory=dict)
+
+    def for_type(self, type_name: str) -> BreakerConfig:
+        """The settings for ``type_name``: its ``[breakers.types.<type>]`` keys over these.
+
+        The result has no ``types`` of its own (it is one type's view).
+        """
+        over = self.types.get(type_name)
+        changes: dict[str, Any] = {}
+        if over is not None:
+            for name in over.__struct_fields__:
+                value = getattr(over, name)
+                if value is not None:
+                    changes[name] = value
+        return msgspec.structs.replace(self, types={}, **changes)
 
 
 class HandlerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -155,6 +244,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         msgspec.Meta(min_length=1, extra={"hint": "define at least one [lanes.<name>] table"}),
     ] = msgspec.field(default_factory=_default_lanes)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
+    scaler: ScalerConfig = msgspec.field(default_factory=ScalerConfig)
+    breakers: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     #: ``[handlers.<type>]`` settings, and ``[handlers.exec.<type>]`` commands
     handlers: dict[str, Any] = msgspec.field(default_factory=dict)
     #: where the config came from (not a TOML key)
@@ -176,6 +267,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if isinstance(raw, HandlerConfig):
             return raw
         return HandlerConfig()
+
+    def breaker_config(self, type_name: str) -> BreakerConfig:
+        """The circuit-breaker settings for a task type: ``[breakers.types.<type>]`` over
+        ``[breakers]``, key by key."""
+        return self.breakers.for_type(type_name)
 
     def exec_commands(self) -> dict[str, ExecConfig]:
         """Every ``[handlers.exec.<type>]`` command, by task type."""
@@ -221,6 +317,7 @@ def _build(
     config_t, handler_t, exec_t = (
         msgspec.inspect.type_info(t) for t in (Config, HandlerConfig, ExecConfig)
     )
+    _ejection_per_type(data, p)
     good = check_tables(data, p, cast(msgspec.inspect.StructType, config_t), handler_t, exec_t)
     try:
         cfg = msgspec.convert(good, Config)
@@ -236,9 +333,67 @@ def _build(
     cfg.daemon.state_dir = cfg.daemon.state_dir or default_state_dir(env)
     cfg.worker.id = cfg.worker.id or env.get("CLAWD_WORKER_ID") or default_worker_id()
     check_config(cfg, p, env)
+    _check_scaling(cfg, p)
+    _check_breakers(cfg, p)
     if p.messages:
         raise ConfigError(p.messages)
     return cfg
+
+
+def _check_scaling(cfg: Config, p: Problems) -> None:
+    """Fill in the concurrency limits and check that the scaling limits are in order."""
+    w = cfg.worker
+    lo, hi = ("worker", "min_concurrency"), ("worker", "max_concurrency")
+    low, high = w.min_concurrency, w.max_concurrency
+    if p.ok(("worker", "concurrency"), lo) and low is not None and low > w.concurrency:
+        p.add(lo, f"must be <= concurrency ({w.concurrency})")
+    if p.ok(("worker", "concurrency"), hi) and high is not None and high < w.concurrency:
+        p.add(hi, f"must be >= concurrency ({w.concurrency})")
+    w.min_concurrency, w.max_concurrency = w.concurrency_limits
+    s = cfg.scaler
+    keys = (("scaler", "min_workers"), ("scaler", "max_workers"))
+    if p.ok(*keys) and s.min_workers > s.max_workers:
+        p.add(keys[1], f"must be >= min_workers ({s.min_workers})")
+
+
+#: keys of ``[breakers]`` that a ``[breakers.types.<type>]`` table cannot override
+_EJECTION_KEYS = ("eject_after", "eject_seconds", "max_ejected")
+
+
+def _ejection_per_type(data: dict[str, Any], p: Problems) -> None:
+    """Say why an ejection key in ``[breakers.types.<type>]`` is wrong, rather than the
+    walker's "unknown key": it is a real key, in the wrong table."""
+    breakers = data.get("breakers")
+    types = breakers.get("types") if isinstance(breakers, dict) else None
+    for name, table in types.items() if isinstance(types, dict) else ():
+        for key in [k for k in _EJECTION_KEYS if isinstance(table, dict) and k in table]:
+            path = ("breakers", "types", name)
+            msg = (
+                f'"{key}" cannot be set per task type: ejection takes a worker out for every '
+                "type at once; set it in [breakers]"
+            )
+            p.add(path, msg, table=True, source=p.source((*path, key)), key=(*path, key))
+            del table[key]
+
+
+def _check_breakers(cfg: Config, p: Problems) -> None:
+    """``minimum_calls`` above ``window`` would make a breaker that can never open."""
+    never = "a breaker that keeps fewer calls than it needs to judge would never open"
+    b = cfg.breakers
+    top = (("breakers", "window"), ("breakers", "minimum_calls"))
+    if p.ok(*top) and b.minimum_calls > b.window:
+        p.add(top[1], f"must be <= window ({b.window}): {never}")
+    for name, over in b.types.items():
+        path = ("breakers", "types", name)
+        if over.window is None and over.minimum_calls is None:
+            continue  # inherits both: the check above covers it
+        if not p.ok(*top, (*path, "window"), (*path, "minimum_calls")):
+            continue
+        s = b.for_type(name)
+        if s.minimum_calls > s.window:
+            key = "minimum_calls" if over.minimum_calls is not None else "window"
+            msg = f"minimum_calls ({s.minimum_calls}) must be <= window ({s.window}): {never}"
+            p.add((*path, key), msg)
 
 
 def load(path: str | None = None, env: Mapping[str, str] = os.environ) -> Config:
@@ -368,6 +523,10 @@ capabilities = []
 lanes = []
 # seconds a stopping worker lets running tasks finish before handing them back
 drain_timeout = 30.0
+# concurrency autoscaling: the fewest and most tasks at the same time; unset: concurrency
+# (no autoscaling). Doubled under a backlog, lowered by one when idle.
+# min_concurrency = 1
+# max_concurrency = 16
 
 [distributor]
 # how a worker is picked: round_robin, hash, least_loaded, fastest, or a plugin's
@@ -403,6 +562,60 @@ max_attempts = 5
 backoff_base = 0.5
 # seconds: the longest backoff between attempts
 backoff_cap = 30.0
+
+# Autoscaling (docs/scaling.md). The distributor works out how many workers the queue
+# needs; the built-in local scaler starts and stops worker processes on this machine.
+[scaler]
+# start and stop local worker processes following the recommended worker count
+enabled = false
+# the fewest worker processes the local scaler keeps running
+min_workers = 0
+# the most worker processes the local scaler starts (workers it did not start never count)
+max_workers = 4
+# seconds between two changes
+cooldown = 10.0
+# share of the worker slots meant to be busy, above 0 and at most 1
+target_utilisation = 0.8
+# seconds a queued task should wait at most
+max_wait = 30.0
+# a worker's argv, then --worker-id <host>-scaled-<n>; empty: this clawd, run as
+# "python -m clawd [-c <this config file>] run --role worker"
+command = []
+
+# Circuit breakers (docs/breakers.md): one per task type and one per (worker, type),
+# each over its last calls; and ejection of a worker that keeps failing.
+[breakers]
+# false: no breakers and no ejection
+enabled = true
+# calls the failure and slow-call rates are computed over (the last this many)
+window = 20
+# calls the window must hold before a breaker may open
+minimum_calls = 10
+# share of failed calls (0-1] that opens a breaker
+failure_rate = 0.5
+# seconds above which a call is slow; unset: duration never opens a breaker
+# slow_call_seconds = 10.0
+# share of slow calls (0-1] that opens a breaker
+slow_call_rate = 1.0
+# seconds a breaker stays open before it lets probe calls through (half-open)
+open_seconds = 10.0
+# probe calls a half-open breaker lets through; their outcome closes or reopens it
+half_open_calls = 3
+# consecutive failures (any type) after which a worker is ejected
+eject_after = 5
+# seconds of a first ejection; doubled for each repeat, up to 10 times this
+eject_seconds = 30.0
+# largest share [0-1] of the known workers ejected at once; 0: never eject
+max_ejected = 0.5
+# seconds a type's tasks wait while its breaker is open before they are dead-lettered
+hold_seconds = 60.0
+
+# Per task type: [breakers.types.<type>] with any key above except eject_after,
+# eject_seconds and max_ejected; keys left out keep the values above.
+[breakers.types]
+# [breakers.types.shout]
+# failure_rate = 0.2
+# open_seconds = 60.0
 
 # Settings for one task type: [handlers.<type>]
 # [handlers.compute]

@@ -14,6 +14,7 @@ from clawd import config
 from clawd.config import (
     EX_CONFIG,
     SAMPLE,
+    BreakerConfig,
     BrokerConfig,
     Config,
     ExecConfig,
@@ -361,6 +362,9 @@ def schema_keys() -> set[str]:
         "distributor": config.DistributorConfig,
         "lanes.<name>": config.LaneConfig,
         "retry": config.RetryConfig,
+        "scaler": config.ScalerConfig,
+        "breakers": config.BreakerConfig,
+        "breakers.types.<type>": config.BreakerTypeConfig,
         "handlers.<type>": HandlerConfig,
         "handlers.exec.<type>": ExecConfig,
     }
@@ -376,6 +380,91 @@ def test_every_key_is_in_the_sample_and_the_docs(key: str) -> None:
     assert re.search(written, SAMPLE, re.M), f"{key} missing from SAMPLE"
     docs = (ROOT / "docs" / "config.md").read_text()
     assert f"`{name}`" in docs, f"{key} missing from docs/config.md"
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[worker]\nmin_concurrency = 8", "[worker] min_concurrency: must be <= concurrency (4)"),
+        ("[worker]\nmax_concurrency = 2", "[worker] max_concurrency: must be >= concurrency (4)"),
+        ("[worker]\nmin_concurrency = 0", "min_concurrency: expected an integer >= 1, got 0"),
+        ("[scaler]\nmin_workers = 3\nmax_workers = 2", "max_workers: must be >= min_workers (3)"),
+        ("[scaler]\nmax_workers = -1", "[scaler] max_workers: expected an integer >= 0"),
+        ("[scaler]\ntarget_utilisation = 1.5", "target_utilisation: expected a number > 0 and"),
+        ("[scaler]\ncooldown = -1", "[scaler] cooldown: expected a number >= 0, got -1"),
+        ('[scaler]\ncommand = [""]', "[scaler] command[0]: expected a non-empty string"),
+    ],
+)
+def test_scaling_keys_are_checked(
+    tmp_path: Path, env: dict[str, str], toml: str, expected: str
+) -> None:
+    problems = problems_of(write(tmp_path / "clawd.toml", toml + "\n"), env)
+    assert len(problems) == 1, problems
+    assert expected in problems[0]
+
+
+def test_concurrency_limits_default_to_concurrency(tmp_path: Path, env: dict[str, str]) -> None:
+    assert load(None, env=env).worker.concurrency_limits == (4, 4)
+    path = write(tmp_path / "clawd.toml", "[worker]\nconcurrency = 2\nmax_concurrency = 8\n")
+    w = load(str(path), env=env).worker
+    assert (w.min_concurrency, w.concurrency, w.max_concurrency) == (2, 2, 8)
+
+
+# -- circuit breakers ------------------------------------------------------------------------
+
+
+def test_breaker_sample_example_loads_when_uncommented(tmp_path: Path, env: dict[str, str]) -> None:
+    head, mark, rest = SAMPLE.partition("\n[breakers]\n")
+    block, end, tail = rest.partition("\n# Settings for one task type")
+    block = re.sub(r"^# (\[breakers\.types\.|[a-z_]+ = )", r"\1", block, flags=re.M)
+    text = head + mark + block + end + tail
+    cfg = load(str(write(tmp_path / "clawd.toml", text)), env=env)
+    assert cfg.breakers.slow_call_seconds == 10.0
+    shout = cfg.breaker_config("shout")
+    assert (shout.failure_rate, shout.open_seconds) == (0.2, 60.0)
+
+
+def test_breaker_type_overrides_inherit_unset_keys(tmp_path: Path, env: dict[str, str]) -> None:
+    path = write(
+        tmp_path / "clawd.toml",
+        "[breakers]\nwindow = 50\nslow_call_seconds = 5.0\neject_after = 7\n"
+        "[breakers.types.compute]\nfailure_rate = 0.25\nenabled = false\n",
+    )
+    cfg = load(str(path), env=env)
+    compute = cfg.breaker_config("compute")
+    assert (compute.failure_rate, compute.enabled) == (0.25, False)  # its own
+    assert (compute.window, compute.slow_call_seconds, compute.eject_after) == (50, 5.0, 7)
+    assert compute.types == {}
+    other = cfg.breaker_config("analyze")  # no table: [breakers] as it is
+    assert (other.failure_rate, other.window, other.enabled) == (0.5, 50, True)
+    assert load(None, env=env).breaker_config("x") == BreakerConfig()
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[breakers]\nfailure_rate = 0", "[breakers] failure_rate: expected a number > 0 and <= 1"),
+        ("[breakers]\nslow_call_rate = 1.5", "[breakers] slow_call_rate: expected a number > 0"),
+        ("[breakers]\nmax_ejected = -0.1", "[breakers] max_ejected: expected a number between 0"),
+        ("[breakers]\nwindow = 0", "[breakers] window: expected an integer >= 1, got 0"),
+        ("[breakers]\nslow_call_seconds = 0", "slow_call_seconds: expected a number > 0"),
+        ("[breakers]\nwindow = 5", "[breakers] minimum_calls: must be <= window (5)"),
+        ("[breakers]\nopen_secs = 5", '[breakers]: unknown key "open_secs" (did you mean "open_'),
+        ("[breakers.types.x]\nwindow = 5", "[breakers.types.x] window: minimum_calls (10) must be"),
+        ("[breakers.types.x]\nfailure_rate = 2", "[breakers.types.x] failure_rate: expected a n"),
+        ('[breakers.types."a/b"]\nwindow = 30', '[breakers.types."a/b"]: invalid name'),
+        ("[breakers.types.x]\neject_after = 3", '"eject_after" cannot be set per task type'),
+        ("[breakers.types.x]\nhold_secs = 3", '(did you mean "hold_seconds"?)'),
+    ],
+)
+def test_breaker_keys_are_checked(
+    tmp_path: Path, env: dict[str, str], toml: str, expected: str
+) -> None:
+    path = write(tmp_path / "clawd.toml", toml + "\n")
+    problems = problems_of(path, env)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{path}: ")
+    assert expected in problems[0]
 
 
 def test_exit_status_for_config_errors() -> None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import time
 
 from clawd import hookimpl
@@ -13,7 +14,8 @@ def _log(ctx):
     path = os.environ.get("CLAWD_TEST_EXEC_LOG")
     if path:
         with open(path, "a") as f:
-            f.write(json.dumps({"id": ctx.id, "attempt": ctx.attempt, "pid": os.getpid()}) + "\n")
+            rec = {"id": ctx.id, "attempt": ctx.attempt, "pid": os.getpid(), "t": time.time()}
+            f.write(json.dumps(rec) + "\n")
 
 
 def sleep(ctx):
@@ -44,6 +46,12 @@ def hang(ctx):
         pass
 
 
+def crash(ctx):
+    # a poison task: takes its whole worker process down with it
+    _log(ctx)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def echo(ctx):
     _log(ctx)
     return ctx.input
@@ -56,3 +64,4 @@ def clawd_register_handlers(register, config):
     register("flaky", flaky)
     register("hang", hang, isolation="process", timeout=1.0)
     register("echo", echo)
+    register("crash", crash)

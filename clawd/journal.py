@@ -28,9 +28,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     result BLOB,                    -- terminal result document
     history BLOB,                   -- attempt history (JSON list)
     submitted_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL,
+    published INTEGER NOT NULL DEFAULT 1  -- 0: result not yet acknowledged by the broker
 );
 CREATE INDEX IF NOT EXISTS tasks_open ON tasks(lane, seq) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS tasks_outbox ON tasks(seq) WHERE published = 0;
 CREATE TABLE IF NOT EXISTS dead (
     id TEXT PRIMARY KEY,
     lane TEXT NOT NULL,
@@ -59,6 +61,7 @@ class Journal:
         self._finished: list[tuple[Any, ...]] = []
         self._dead: list[tuple[Any, ...]] = []
         self._requeued: list[tuple[str]] = []
+        self._published: list[tuple[str]] = []
         self._replayed: list[tuple[str]] = []
 
     # -- staged writes -------------------------------------------------------------------
@@ -97,9 +100,20 @@ class Journal:
         """Make a terminal task queued again (dead-letter replay)."""
         self._requeued.append((task_id,))
 
+    def published(self, task_id: str) -> None:
+        """The broker acknowledged the task's result: it leaves the outbox."""
+        self._published.append((task_id,))
+
     @property
     def dirty(self) -> bool:
-        return bool(self._adds or self._attempts or self._finished or self._dead or self._requeued)
+        return bool(
+            self._adds
+            or self._attempts
+            or self._finished
+            or self._dead
+            or self._requeued
+            or self._published
+        )
 
     def commit(self) -> None:
         """Write everything staged in one transaction."""
@@ -118,7 +132,8 @@ class Journal:
                 db.executemany("UPDATE tasks SET attempts=? WHERE id=?", self._attempts)
             if self._finished:
                 db.executemany(
-                    "UPDATE tasks SET state=?, result=?, history=?, finished_at=? WHERE id=?",
+                    "UPDATE tasks SET state=?, result=?, history=?, finished_at=?, published=0"
+                    " WHERE id=?",
                     self._finished,
                 )
             if self._dead:
@@ -130,6 +145,8 @@ class Journal:
                     self._requeued,
                 )
                 db.executemany("DELETE FROM dead WHERE id=?", self._requeued)
+            if self._published:
+                db.executemany("UPDATE tasks SET published=1 WHERE id=?", self._published)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -139,8 +156,16 @@ class Journal:
         self._finished.clear()
         self._dead.clear()
         self._requeued.clear()
+        self._published.clear()
 
     # -- reads ---------------------------------------------------------------------------
+
+    def outbox(self) -> list[tuple[dict[str, Any], list[Any] | None]]:
+        """Terminal results the broker has not acknowledged yet: (result, reply)."""
+        rows = self.db.execute(
+            "SELECT result, reply FROM tasks WHERE published=0 ORDER BY seq"
+        ).fetchall()
+        return [(decode(r), decode(rp) if rp else None) for r, rp in rows]
 
     def lookup(self, task_id: str) -> tuple[str, dict[str, Any] | None] | None:
         """(state, result) of a known task, or None."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -48,6 +49,9 @@ class Broker:
         conf = self.dir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+            # started as root, mosquitto becomes user "mosquitto" and can then write neither
+            # its log nor its persistence file here: a restart would silently lose sessions
+            f"user {getpass.getuser()}\n"
             f"persistence true\npersistence_location {self.dir}/\n"
             "max_queued_messages 0\nmax_inflight_messages 0\n"
             f"log_dest file {self.dir}/mosquitto.log\n{self.extra}"

@@ -13,7 +13,7 @@ import logging
 import queue
 import random
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 import msgspec
@@ -61,6 +61,8 @@ class Distributor:
         self.transport: Any = None
         self._acks: list[tuple[int, int]] = []
         self._out: list[tuple[str, bytes, dict[str, Any]]] = []
+        #: tracked result publishes, in order, until the broker acknowledges them
+        self._deliveries: deque[tuple[str, Any]] = deque()
         self._next_tick = 0.0
         self.draining = False
         self._poison_after = config.distributor.poison_after
@@ -106,6 +108,7 @@ class Distributor:
             n += self._page_in(self.lanes.lanes[lane_name])
         if n:
             log.info("resumed %d open task(s) from the journal", n)
+        self._resend_outbox()
         return n
 
     # -- the loop ------------------------------------------------------------------------
@@ -134,6 +137,7 @@ class Distributor:
             self._next_tick = now + 0.5
         if not self.draining:
             self._dispatch()
+        self._settle()
         self._flush()
         return handled
 
@@ -142,7 +146,11 @@ class Distributor:
         self.journal.commit()
         tr = self.transport
         for topic, payload, kw in self._out:
-            tr.publish(topic, payload, **kw)
+            task_id = kw.pop("track", None)
+            if task_id is None:
+                tr.publish(topic, payload, **kw)
+            else:
+                self._deliveries.append((task_id, tr.publish_tracked(topic, payload)))
         self._out.clear()
         for mid, qos in self._acks:
             tr.ack(mid, qos)
@@ -150,6 +158,23 @@ class Distributor:
 
     def _publish(self, topic: str, payload: bytes, **kw: Any) -> None:
         self._out.append((topic, payload, kw))
+
+    def _settle(self) -> None:
+        """Results the broker acknowledged leave the outbox (PUBACKs come in order)."""
+        d = self._deliveries
+        while d and d[0][1].acknowledged:
+            self.journal.published(d.popleft()[0])
+
+    def _resend_outbox(self) -> int:
+        """Publish again every result the broker never acknowledged (after a restart or an
+        outage): a result is at-least-once, like the task."""
+        self._deliveries.clear()
+        rows = self.journal.outbox()
+        for doc, reply in rows:
+            self._publish_result(doc, reply)
+        if rows:
+            log.info("republishing %d result(s) the broker had not acknowledged", len(rows))
+        return len(rows)
 
     def _handle(self, msg: Message) -> None:
         levels = self.topics.split(msg.topic)
@@ -214,7 +239,7 @@ class Distributor:
         if known is not None:
             state, result = known
             if result is not None:  # idempotent: the stored outcome stands
-                self._publish_result(result, reply)
+                self._publish_result(result, reply, track=False)
             return
         self.journal.add(task, reply)
         self.metrics.count("submitted")
@@ -388,9 +413,15 @@ class Distributor:
         self.plugins.notify("clawd_task_finished", result=doc)
         return doc
 
-    def _publish_result(self, doc: dict[str, Any], reply: list[Any] | None) -> None:
+    def _publish_result(
+        self, doc: dict[str, Any], reply: list[Any] | None, *, track: bool = True
+    ) -> None:
+        """Publish a terminal result; tracked ones leave the journal's outbox on PUBACK."""
         payload = encode(doc)
-        self._publish(self.topics.result(doc["id"]), payload)
+        if track:
+            self._publish(self.topics.result(doc["id"]), payload, track=doc["id"])
+        else:
+            self._publish(self.topics.result(doc["id"]), payload)
         if reply:
             corr = bytes.fromhex(reply[1]) if reply[1] else None
             self._publish(reply[0], payload, response_topic=None, correlation=corr)
@@ -527,6 +558,7 @@ class Distributor:
             return False
         if self._was_down:
             self._was_down = False
+            self._resend_outbox()
             grace = now + self.config.distributor.liveness_timeout
             for w in self.registry.online():
                 w.last_seen = now

@@ -93,3 +93,27 @@ def clawd_dead_letter(letter: dict[str, Any]) -> None:
     :param letter: the document published on ``clawd/dead/<lane>`` (task, ``reason``,
         ``attempts``, ``history``).
     """
+
+
+@hookspec
+def clawd_on_breaker_change(key: str, old: str, new: str) -> None:
+    """Called on the distributor when a circuit breaker changes state.
+
+    :param key: ``type/<type>``, ``worker/<worker>/<type>`` or ``eject/<worker>``.
+    :param old: the previous state (``closed``, ``open``, ``half_open``; ``active`` or
+        ``ejected`` for ejection).
+    :param new: the new state.
+    """
+
+
+@hookspec
+def clawd_scale(signals: dict[str, Any], config: Any) -> None:
+    """Called on the distributor after every published metrics snapshot, with scaling signals.
+
+    Implementations start or stop workers (see docs/scaling.md). They run on the
+    distributor's loop: slow work belongs on a thread of their own.
+
+    :param signals: :func:`clawd.scaling.signals` of the snapshot (``backlog``,
+        ``recommended_workers``, ``recommended_capacity``, ``reason``, ...).
+    :param config: the effective :class:`clawd.config.Config` (``[scaler]`` settings).
+    """

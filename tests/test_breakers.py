@@ -323,3 +323,32 @@ def test_snapshot_is_json_with_rates_and_counters(clock: Clock) -> None:
     assert abs(t["opened_at"] - (time.time() - 2)) < 5  # wall-clock, for people
     assert snap["workers"]["a/compute"]["state"] == "open"
     assert snap["ejected"] == {}
+
+
+# -- the type's breaker judges the type, not one worker -------------------------------------
+
+
+def test_one_failing_worker_among_several_leaves_the_type_closed(clock: Clock) -> None:
+    changes = Changes()
+    bs = Breakers(cfg(eject_after=1000), on_change=changes, now=clock)
+    assert bs.allows("good", "t") and bs.allows("bad", "t")
+    for _ in range(5):
+        feed(bs, "f", worker="bad", type_="t")
+        feed(bs, "o", worker="good", type_="t")
+    assert bs.type_allows("t")
+    assert not bs.allows("bad", "t") and bs.allows("good", "t")
+    assert ("type/t", "closed", "open") not in changes
+
+
+def test_failures_on_two_workers_open_the_type(clock: Clock) -> None:
+    bs = Breakers(cfg(eject_after=1000), now=clock)
+    for _ in range(3):
+        feed(bs, "f", worker="a", type_="t")
+        feed(bs, "f", worker="b", type_="t")
+    assert not bs.type_allows("t")
+
+
+def test_a_lone_worker_failing_opens_the_type(clock: Clock) -> None:
+    bs = Breakers(cfg(eject_after=1000), now=clock)
+    feed(bs, "ffff", worker="only", type_="t")
+    assert not bs.type_allows("t")

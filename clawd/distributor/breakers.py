@@ -40,8 +40,12 @@ class Breaker:
         *,
         now: Clock = time.monotonic,
         on_change: OnChange = _ignore,
+        fleet: Callable[[], int] | None = None,
     ) -> None:
         self.key = key
+        #: a type's breaker: how many workers there are; with more than one, failures
+        #: must come from more than one of them to trip it (see _tripped)
+        self._fleet = fleet
         self.cfg = cfg
         self.state = "closed"
         #: permission checks refused while open or out of probe slots
@@ -50,8 +54,8 @@ class Breaker:
         self.opened_at: float | None = None
         self._now = now
         self._on_change = on_change
-        #: (failed, slow) of the last calls; in half-open, of the probes only
-        self._calls: deque[tuple[bool, bool]] = deque(maxlen=cfg.window)
+        #: (failed, slow, worker) of the last calls; in half-open, of the probes only
+        self._calls: deque[tuple[bool, bool, str]] = deque(maxlen=cfg.window)
         self._probes = 0  # half-open slots handed out
 
     def _set(self, new: str) -> None:
@@ -92,8 +96,8 @@ class Breaker:
         if self.state == "half_open" and self._probes > len(self._calls):
             self._probes -= 1
 
-    def record(self, ok: bool, seconds: float) -> None:
-        """The outcome of a call."""
+    def record(self, ok: bool, seconds: float, who: str = "") -> None:
+        """The outcome of a call (made on worker ``who``)."""
         self._advance()
         slow = self.cfg.slow_call_seconds is not None and seconds > self.cfg.slow_call_seconds
         if self.state == "open":
@@ -101,7 +105,7 @@ class Breaker:
         if self.state == "half_open":
             if len(self._calls) >= self._probes:
                 return  # not a probe: started before the breaker opened
-            self._calls.append((not ok, slow))
+            self._calls.append((not ok, slow, who))
             if len(self._calls) >= self.cfg.half_open_calls:
                 if self._tripped():
                     self._open()
@@ -109,7 +113,7 @@ class Breaker:
                     self._calls = deque(maxlen=self.cfg.window)
                     self._set("closed")
             return
-        self._calls.append((not ok, slow))
+        self._calls.append((not ok, slow, who))
         if len(self._calls) >= self.cfg.minimum_calls and self._tripped():
             self._open()
 
@@ -117,10 +121,16 @@ class Breaker:
         n = len(self._calls)
         if not n:
             return 0.0, 0.0
-        return sum(f for f, _ in self._calls) / n, sum(s for _, s in self._calls) / n
+        return sum(c[0] for c in self._calls) / n, sum(c[1] for c in self._calls) / n
 
     def _tripped(self) -> bool:
         failed, slow = self._rates()
+        if self._fleet is not None and failed and self._fleet() > 1:
+            failing = {c[2] for c in self._calls if c[0]}
+            if len(failing) < 2:
+                # one worker failing where others succeed is that worker's breaker's
+                # business: holding the whole type would punish the healthy ones
+                failed = 0.0
         return failed >= self.cfg.failure_rate or (
             self.cfg.slow_call_seconds is not None and slow >= self.cfg.slow_call_rate
         )
@@ -181,7 +191,13 @@ class Breakers:
             cfg = self.cfg.for_type(type_)
             if not cfg.enabled:
                 return None
-            b = self._all[key] = Breaker(key, cfg, now=self._now, on_change=self._on_change)
+            b = self._all[key] = Breaker(
+                key,
+                cfg,
+                now=self._now,
+                on_change=self._on_change,
+                fleet=(lambda: len(self._known)) if key.startswith("type/") else None,
+            )
         return b
 
     def _both(self, worker_id: str, type_: str) -> list[Breaker]:
@@ -221,7 +237,7 @@ class Breakers:
     def record(self, worker_id: str, type_: str, ok: bool, seconds: float) -> None:
         """The outcome of a call: feeds both breakers and the worker's failure streak."""
         for b in self._both(worker_id, type_):
-            b.record(ok, seconds)
+            b.record(ok, seconds, worker_id)
         if ok:
             self._streak[worker_id] = 0
             return

@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from clawd import scaling
+from clawd.distributor.breakers import Breakers
 from clawd.distributor.entry import Entry
 from clawd.distributor.lanes import LaneScheduler
 from clawd.distributor.metrics import Metrics
@@ -58,6 +60,7 @@ class Distributor:
             config.distributor.strategy, dict(config.distributor.strategy_options)
         )
         self.metrics = Metrics()
+        self.breakers = Breakers(config.breakers, on_change=self._breaker_changed)
         self.transport: Any = None
         self._acks: list[tuple[int, int]] = []
         self._out: list[tuple[str, bytes, dict[str, Any]]] = []
@@ -66,6 +69,7 @@ class Distributor:
         self._next_tick = 0.0
         self.draining = False
         self._poison_after = config.distributor.poison_after
+        self.breakers.cfg = config.breakers
         self.pending_reload: tuple[Any, Any] | None = None
         self._was_down = False
 
@@ -253,6 +257,13 @@ class Distributor:
         else:
             self.lanes.push(entry)
 
+    def _breaker_changed(self, key: str, old: str, new: str) -> None:
+        """A breaker changed state: retained on <prefix>/breakers/<key>, and the hook."""
+        log.warning("breaker %s: %s -> %s", key, old, new)
+        doc = {"key": key, "state": new, "previous": old, "at": time.time()}
+        self._publish(f"{self.topics.prefix}/breakers/{key}", encode(doc), retain=True)
+        self.plugins.notify("clawd_on_breaker_change", key=key, old=old, new=new)
+
     def _known_types(self) -> set[str]:
         # what local plugins serve, and what any worker ever announced (offline ones too)
         return set(self.plugins.handlers) | self.registry.known_types()
@@ -300,6 +311,8 @@ class Distributor:
             e.history.append(_attempt(e, w.id, "lost", f"worker {w.id} {why}"))
             if lost:
                 e.lost += 1
+                self.breakers.record(w.id, e.task.type, False, 0.0)
+                e.state = "lost"  # recorded: _requeue must not also cancel the call
             if lost and e.lost >= self._poison_after:
                 self._dead(e, "poison", f"the worker running it was lost {e.lost} times")
             else:
@@ -348,6 +361,9 @@ class Distributor:
             self.metrics.count("stale_outcomes")
             return
         seconds = o.get("ms", 0.0) / 1000.0
+        # bad input is the task's fault, not the worker's: it does not trip a breaker
+        healthy = o["status"] == "ok" or not o.get("retryable", True)
+        self.breakers.record(w.id, e.task.type, healthy, seconds)
         w.observe(e.task.type, seconds)
         self.metrics.observe_task(e.task.lane, e.task.type, seconds)
         if o["status"] == "ok":
@@ -382,6 +398,9 @@ class Distributor:
         heapq.heappush(self.delayed, (time.monotonic() + delay, e.task.id))
 
     def _requeue(self, e: Entry, *, front: bool = False) -> None:
+        if e.state == "running" and e.worker:
+            # the call ended without an outcome: give back its half-open probe slot
+            self.breakers.cancelled(e.worker, e.task.type)
         e.state = "queued"
         e.worker = None
         e.enqueued_at = time.monotonic()
@@ -460,29 +479,48 @@ class Distributor:
             if not order:
                 break
             lane = order[0]
-            picked: tuple[int, Entry, list[WorkerState] | None] | None = None
+            picked: tuple[int, Entry, list[WorkerState] | None, str] | None = None
             for i, e in enumerate(lane.queue):
                 if i >= SCAN:
                     break
-                if e.task.expires_at is not None and e.task.expires_at < wall:
-                    picked = (i, e, None)
+                t = e.task
+                if t.expires_at is not None and t.expires_at < wall:
+                    picked = (i, e, None, "expired")
                     break
-                cands = self.registry.candidates(e.task.type, e.task.lane, e.task.requires)
+                if not self.breakers.type_allows(t.type):
+                    # the whole type is failing: hold its tasks rather than burn attempts
+                    if now - e.enqueued_at > self.config.breaker_config(t.type).hold_seconds:
+                        picked = (i, e, None, "circuit_open")
+                        break
+                    continue
+                cands = [
+                    w
+                    for w in self.registry.candidates(t.type, t.lane, t.requires)
+                    if self.breakers.allows(w.id, t.type)
+                ]
                 if e.lost:
                     # a suspect of killing its worker runs alone, so that if it does it
                     # again no innocent task beside it is blamed (and dead-lettered)
                     cands = [w for w in cands if not w.running]
                 if cands:
-                    picked = (i, e, cands)
+                    picked = (i, e, cands, "")
                     break
             if picked is None:
                 blocked.add(lane.name)
                 continue
-            i, e, found = picked
+            i, e, found, why = picked
             del lane.queue[i]
             if found is None:
-                e.attempt += 1
-                self._dead(e, "expired", "the task's time to live ran out before it started")
+                if why == "expired":
+                    e.attempt += 1
+                    self._dead(e, why, "the task's time to live ran out before it started")
+                else:
+                    self._dead(
+                        e,
+                        why,
+                        f"the circuit breaker of type {e.task.type!r} stayed "
+                        "open longer than hold_seconds",
+                    )
                 continue
             self.lanes.served(lane)
             t = e.task
@@ -491,6 +529,7 @@ class Distributor:
             e.attempt += 1
             e.state = "running"
             e.worker = w.id
+            self.breakers.dispatched(w.id, t.type)
             e.lease_until = lease
             e.dispatched_at = wall
             w.running[t.id] = e.attempt
@@ -543,7 +582,17 @@ class Distributor:
                 w.running.pop(e.task.id, None)
                 e.history.append(_attempt(e, e.worker, "lease_expired", "lease expired"))
                 self._requeue(e, front=True)
-        self.metrics.maybe_publish(self, now)
+        self.breakers.tick()
+        snap = self.metrics.maybe_publish(self, now)
+        if snap is not None:
+            sc = self.config.scaler
+            signals = scaling.signals(
+                snap,
+                target_utilisation=sc.target_utilisation,
+                max_wait=sc.max_wait,
+                worker_capacity=self.config.worker.concurrency,
+            )
+            self.plugins.notify("clawd_scale", signals=signals, config=self.config)
 
     def _link_up(self, now: float) -> bool:
         """Whether the broker connection is up; after an outage, give everyone a fresh lease.

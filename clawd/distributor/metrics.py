@@ -74,6 +74,7 @@ class Metrics:
             "counters": dict(self.counters),
             "rates": self.rates,
             "distributed": self.dispatch_count,
+            "breakers": d.breakers.snapshot(),
             "avg_distribution_ms": round(1000 * self.dispatch_wait_total / self.dispatch_count, 3)
             if self.dispatch_count
             else 0.0,

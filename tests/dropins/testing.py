@@ -57,6 +57,14 @@ def echo(ctx):
     return ctx.input
 
 
+def picky(ctx):
+    # fails only on a worker started with CLAWD_TEST_FAIL set: a flapping worker
+    _log(ctx)
+    if os.environ.get("CLAWD_TEST_FAIL"):
+        raise RuntimeError("this worker is broken")
+    return ctx.input
+
+
 @hookimpl
 def clawd_register_handlers(register, config):
     register("sleep", sleep)
@@ -64,4 +72,5 @@ def clawd_register_handlers(register, config):
     register("flaky", flaky)
     register("hang", hang, isolation="process", timeout=1.0)
     register("echo", echo)
+    register("picky", picky)
     register("crash", crash)

@@ -208,6 +208,10 @@ class Daemon:
         self.stop_event.set()
         for th in self.threads:
             th.join(5)
+        if self.distributor is not None:
+            from clawd.scalers import local
+
+            local.shutdown()  # workers the local scaler started drain and stop too
         if self.worker is not None and self.worker.transport is not None:
             try:
                 self.worker.drain(self.config.worker.drain_timeout)

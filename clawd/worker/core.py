@@ -21,6 +21,7 @@ import msgspec
 
 from clawd.envelope import Task, encode
 from clawd.handler import TaskContext
+from clawd.scaling import ConcurrencyScaler
 from clawd.topics import Topics
 from clawd.transport import Message, Will
 from clawd.worker.pool import Outcome, Pool
@@ -37,9 +38,16 @@ class Worker:
         self.id: str = config.worker.id
         self.topics = Topics(config.broker.prefix)
         self.capacity: int = config.worker.concurrency
+        low, high = config.worker.concurrency_limits
+        #: scales ``capacity`` between the limits by backlog (off when they are equal)
+        self.scaler = ConcurrencyScaler(low, high, initial=self.capacity)
+        #: queued tasks in the lanes this worker serves, from the retained metrics
+        self.backlog = 0
+        self._next_scale = 0.0
+        self._peak = 0
         self.session = uuid.uuid4().hex[:12]
         self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.pool = Pool(self.capacity)
+        self.pool = Pool(high)
         #: task id -> (attempt, ctx, deadline or None)
         self.running: dict[str, tuple[int, TaskContext, float | None]] = {}
         self.transport: Any = None
@@ -55,7 +63,10 @@ class Worker:
     # -- wiring --------------------------------------------------------------------------
 
     def subscriptions(self) -> list[tuple[str, int]]:
-        return [(self.topics.dispatch(self.id), 1)]
+        subs = [(self.topics.dispatch(self.id), 1)]
+        if self.scaler.enabled:
+            subs.append((self.topics.metrics, 0))
+        return subs
 
     def status(self, state: str, reason: str | None = None) -> bytes:
         doc: dict[str, Any] = {
@@ -104,7 +115,10 @@ class Worker:
         while item is not None:
             handled += 1
             if isinstance(item, Message):
-                self._grant(item.payload)
+                if item.topic == self.topics.metrics:
+                    self._observe_backlog(item.payload)
+                else:
+                    self._grant(item.payload)
             else:
                 self._done(*item)
             try:
@@ -113,9 +127,35 @@ class Worker:
                 item = None
         now = time.monotonic()
         self._expire(now)
+        if self.scaler.enabled and now >= self._next_scale:
+            self._next_scale = now + 1.0
+            self._rescale()
         if self._outcomes or now >= self._next_report:
             self._report(now)
         return handled
+
+    def _observe_backlog(self, payload: bytes) -> None:
+        try:
+            lanes = msgspec.json.decode(payload).get("lanes", {})
+            served = self.config.worker.lanes
+            self.backlog = sum(
+                int(ln.get("depth", 0))
+                for name, ln in lanes.items()
+                if not served or name in served
+            )
+        except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
+            log.debug("unreadable metrics snapshot ignored")
+
+    def _rescale(self) -> None:
+        """Autoscaling: follow the backlog between min and max concurrency."""
+        # the loop wakes when a task ends, so a sample of len(running) here would always see
+        # a slot just freed: the peak over the interval says whether the slots stayed full
+        busy, self._peak = self._peak, len(self.running)
+        new = self.scaler.update(in_flight=busy, backlog=self.backlog)
+        if new != self.capacity and not self.draining:
+            log.info("concurrency %d -> %d (backlog %d)", self.capacity, new, self.backlog)
+            self.capacity = new
+            self.announce()  # the distributor's credit follows the announced capacity
 
     def _grant(self, payload: bytes) -> None:
         try:
@@ -160,6 +200,7 @@ class Worker:
             # grace for handlers that enforce their own limit (exec kills its group)
             deadline = time.monotonic() + timeout + 1.0
         self.running[task.id] = (task.attempt, ctx, deadline)
+        self._peak = max(self._peak, len(self.running))
 
         def done(task_id: str, out: Outcome, seconds: float) -> None:
             self.inbox.put((task_id, task.attempt, out, seconds, ctx))

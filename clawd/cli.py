@@ -95,10 +95,10 @@ def run(ctx: click.Context, roles: tuple[str, ...], worker_id: str | None) -> No
     daemon = Daemon(cfg, list(roles) or list(cfg.daemon.roles), ctx.find_root().obj["path"])
     try:
         code = daemon.run()
-    except (BrokerError, PluginError) as exc:
+    except (BrokerError, PluginError, ConfigError) as exc:
         if debug:
             log.exception("fatal")
-        _fail(str(exc), EX_CONFIG if isinstance(exc, PluginError) else EX_UNAVAILABLE)
+        _fail(str(exc), EX_UNAVAILABLE if isinstance(exc, BrokerError) else EX_CONFIG)
     sys.exit(code)
 
 

@@ -144,6 +144,14 @@ class ScalerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     command: list[Annotated[str, msgspec.Meta(min_length=1)]] = msgspec.field(default_factory=list)
 
 
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[metrics]``: the optional Prometheus endpoint of the distributor."""
+
+    #: 0: off; else serve /metrics on this port (needs the ``prometheus`` extra)
+    prometheus_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    prometheus_addr: str = "127.0.0.1"
+
+
 class BreakerTypeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[breakers.types.<type>]``: circuit-breaker settings for one task type.
 
@@ -245,6 +253,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ] = msgspec.field(default_factory=_default_lanes)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     scaler: ScalerConfig = msgspec.field(default_factory=ScalerConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     breakers: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     #: ``[handlers.<type>]`` settings, and ``[handlers.exec.<type>]`` commands
     handlers: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -581,6 +590,14 @@ max_wait = 30.0
 # a worker's argv, then --worker-id <host>-scaled-<n>; empty: this clawd, run as
 # "python -m clawd [-c <this config file>] run --role worker"
 command = []
+
+# The retained clawd/metrics snapshot is always published; this adds a Prometheus
+# endpoint with latency histograms (pip install 'clawd[prometheus]').
+[metrics]
+# 0: off; else the distributor serves /metrics on this port
+prometheus_port = 0
+# address the endpoint listens on
+prometheus_addr = "127.0.0.1"
 
 # Circuit breakers (docs/breakers.md): one per task type and one per (worker, type),
 # each over its last calls; and ejection of a worker that keeps failing.

@@ -76,6 +76,12 @@ class Daemon:
         if "distributor" in self.roles:
             journal = Journal(cfg.state_path / "journal.db")
             d = self.distributor = Distributor(cfg, self.plugins, journal)
+            if cfg.metrics.prometheus_port:
+                from clawd.prometheus import Exporter
+
+                d.metrics.exporter = Exporter(
+                    cfg.metrics.prometheus_port, cfg.metrics.prometheus_addr
+                )
             d.recover()
             t = Transport(
                 endpoint,

@@ -41,6 +41,24 @@ def render(snap: dict[str, Any]) -> Group:
                 str(ln["served"]),
             )
         parts.append(lanes)
+        breakers = m.get("breakers") or {}
+        rows = [(f"type/{k}", v) for k, v in breakers.get("types", {}).items()]
+        rows += [(f"worker/{k}", v) for k, v in breakers.get("workers", {}).items()]
+        rows += [
+            (f"eject/{k}", {"state": "ejected", "retry_in": v})
+            for k, v in breakers.get("ejected", {}).items()
+        ]
+        if rows:
+            table = Table("breaker", "state", "failure rate", "calls", "rejected", title="breakers")
+            for key, b in sorted(rows):
+                table.add_row(
+                    key,
+                    b.get("state", ""),
+                    f"{b.get('failure_rate', 0):.2f}",
+                    str(b.get("calls", "")),
+                    str(b.get("rejected", "")),
+                )
+            parts.append(table)
         rates = m.get("rates", {})
         totals = Table("counter", "total", "per s", title="tasks")
         for k, v in sorted(m.get("counters", {}).items()):

@@ -180,6 +180,13 @@ def _ok(yes: bool) -> str:
 @click.option(
     "--concurrency", default=16, show_default=True, help="[worker] concurrency of clawd's workers."
 )
+@click.option(
+    "--journal-sync",
+    type=click.Choice(["normal", "full"]),
+    default="normal",
+    show_default=True,
+    help="[daemon] journal_sync of the distributor (full: an fsync per commit).",
+)
 @click.option("--quick", is_flag=True, help="Small counts: a smoke run of the harness.")
 @click.option(
     "--only",
@@ -196,11 +203,13 @@ def main(
     backlog: int,
     backlog_runs: int,
     concurrency: int,
+    journal_sync: str,
     quick: bool,
     only: str,
     json_out: str | None,
     keep: bool,
 ) -> None:
+    clawd_bench.JOURNAL_SYNC = journal_sync
     """Benchmark clawd against raw paho, Celery and Dramatiq on a private broker."""
     chosen = [s.strip() for s in only.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SYSTEMS))

@@ -1,6 +1,6 @@
 """clawd end to end: a distributor and 2 workers as ``python -m clawd run`` processes.
 
-Journal on (SQLite WAL, group commit, synchronous=FULL), a drop-in ``noop`` task type,
+Journal on (SQLite WAL, group commit; ``--journal-sync``), a drop-in ``noop`` task type,
 tasks submitted with QoS 1 to ``clawd/tasks/normal/noop`` by a paho producer, results
 counted on ``clawd/results/+``.
 """
@@ -19,6 +19,8 @@ from bench.mqtt_producer import Producer
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 WORKERS = 2
 TOPIC = "clawd/tasks/normal/noop"
+#: [daemon] journal_sync of the clusters (the bench's --journal-sync)
+JOURNAL_SYNC = "normal"
 
 
 def write_config(workdir: Path, port: int, name: str, concurrency: int) -> Path:
@@ -32,7 +34,8 @@ def write_config(workdir: Path, port: int, name: str, concurrency: int) -> Path:
     path = workdir / f"{name}.toml"
     path.write_text(
         f'[broker]\nurl = "mqtt://127.0.0.1:{port}"\n\n'
-        f'[daemon]\nstate_dir = "{state}"\nplugin_dirs = ["{plugins}"]\nlog_level = "warning"\n\n'
+        f'[daemon]\nstate_dir = "{state}"\nplugin_dirs = ["{plugins}"]\nlog_level = "warning"\n'
+        f'journal_sync = "{JOURNAL_SYNC}"\n\n'
         f"[worker]\nconcurrency = {concurrency}\n"
     )
     return path

@@ -73,6 +73,8 @@ class DaemonConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_payload: Annotated[
         int, msgspec.Meta(ge=1024, le=256 * 1024 * 1024, extra={"hint": "1 KiB to 256 MiB"})
     ] = 256 * 1024
+    #: "normal": a commit survives a crash of clawd (kill -9); "full": also power loss
+    journal_sync: Literal["normal", "full"] = "normal"
 
 
 class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -520,6 +522,9 @@ disable_plugins = []
 log_level = "info"
 # largest task or result payload in bytes (1 KiB to 256 MiB)
 max_payload = 262144
+# "normal": the journal survives a crash or kill -9 of clawd (SQLite WAL, no fsync per
+# commit); "full": an fsync per commit, so it also survives power loss (slower)
+journal_sync = "normal"
 
 [worker]
 # stable id, a topic level; unset: $CLAWD_WORKER_ID, else "<short host name>-1"

@@ -74,7 +74,9 @@ class Daemon:
             "tls_insecure": cfg.broker.tls_insecure,
         }
         if "distributor" in self.roles:
-            journal = Journal(cfg.state_path / "journal.db")
+            journal = Journal(
+                cfg.state_path / "journal.db", fsync=cfg.daemon.journal_sync == "full"
+            )
             d = self.distributor = Distributor(cfg, self.plugins, journal)
             if cfg.metrics.prometheus_port:
                 from clawd.prometheus import Exporter

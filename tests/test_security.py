@@ -79,10 +79,9 @@ def secure(tmp_path: Path, pki: Pki) -> Any:
         pw = tmp_path / "passwd"
         _passwd(pw, passwords)
         tls_port = free_port()
-        # ``user root`` only matters when the tests run as root: mosquitto would otherwise
-        # drop to its own user and could not read tmp_path's keys or write its log there
+        # (the Broker fixture keeps mosquitto as this user: it must read tmp_path's keys)
         extra = (
-            "user root\nper_listener_settings false\nallow_anonymous false\n"
+            "per_listener_settings false\nallow_anonymous false\n"
             f"password_file {pw}\nacl_file {ACL}\n"
             f"listener {tls_port} 127.0.0.1\ncafile {pki.ca}\ncertfile {pki.server_cert}\n"
             f"keyfile {pki.server_key}\nrequire_certificate true\n"

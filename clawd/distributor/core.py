@@ -13,29 +13,25 @@ import logging
 import queue
 import random
 import time
-from collections import defaultdict, deque
+from collections import deque
 from typing import Any
 
 import msgspec
 
-from clawd import scaling
+from clawd.distributor import dispatch, liveness
 from clawd.distributor.breakers import Breakers
+from clawd.distributor.dispatch import WINDOW
 from clawd.distributor.entry import Entry
 from clawd.distributor.lanes import LaneScheduler
 from clawd.distributor.metrics import Metrics
 from clawd.distributor.registry import Registry, WorkerState
 from clawd.envelope import Rejected, Task, decode, encode, excerpt, parse_submission, result_doc
 from clawd.journal import Journal
-from clawd.strategy import TaskView
 from clawd.topics import Topics
 from clawd.transport import Message
 
 log = logging.getLogger("clawd.distributor")
 
-#: how many queued tasks of one lane are scanned for one that some worker can take
-SCAN = 64
-#: a lane keeps at most this many tasks in memory; the rest are paged from the journal
-WINDOW = 20_000
 #: messages handled per loop turn: big enough for group commit to pay, small enough that
 #: a burst of submissions does not hold back dispatching
 MAX_TURN = 500
@@ -275,112 +271,6 @@ class Distributor:
         log.warning("rejected message on %s: %s", topic, error)
         self._publish(self.topics.errors, encode(doc))
 
-    # -- workers -------------------------------------------------------------------------
-
-    def _worker_status(self, worker_id: str, payload: bytes) -> None:
-        if not payload:
-            return  # a cleared retained status
-        status = decode(payload)
-        w = self.registry.get(worker_id)
-        state = status.get("state")
-        session = status.get("session", "")
-        if w.online and session != w.session:
-            # the worker restarted with the same id: what it ran before is gone
-            self._lose_worker(w, "restarted", lost=True)
-        w.update(status)
-        w.session = session
-        w.silent = False
-        if state == "online":
-            if not w.online:
-                log.info("worker %s online (capacity %d)", worker_id, w.capacity)
-            w.online = True
-        elif state == "draining":
-            w.online = False
-        elif w.online or w.running:
-            log.info("worker %s %s", worker_id, status.get("reason") or "offline")
-            w.online = False
-            self._lose_worker(
-                w, status.get("reason") or "offline", lost=status.get("reason") == "lost"
-            )
-
-    def _lose_worker(self, w: WorkerState, why: str, *, lost: bool) -> None:
-        for task_id, attempt in list(w.running.items()):
-            e = self.entries.get(task_id)
-            if e is None or e.state != "running" or e.attempt != attempt or e.worker != w.id:
-                continue
-            e.history.append(_attempt(e, w.id, "lost", f"worker {w.id} {why}"))
-            if lost:
-                e.lost += 1
-                self.breakers.record(w.id, e.task.type, False, 0.0)
-                e.state = "lost"  # recorded: _requeue must not also cancel the call
-            if lost and e.lost >= self._poison_after:
-                self._dead(e, "poison", f"the worker running it was lost {e.lost} times")
-            else:
-                self._requeue(e, front=True)
-        w.running.clear()
-
-    def _report(self, worker_id: str, report: dict[str, Any]) -> None:
-        w = self.registry.get(worker_id)
-        w.last_seen = time.monotonic()
-        if w.silent and w.status.get("state") == "online":
-            # it was only unheard (a partition, a broker restart): it is back
-            log.info("worker %s heard again", worker_id)
-            w.silent = False
-            w.online = True
-        lease = w.last_seen + self.config.distributor.liveness_timeout
-        for task_id, attempt in report.get("running", ()):
-            e = self.entries.get(task_id)
-            if e is not None and e.attempt == attempt and e.worker == worker_id:
-                e.lease_until = lease
-        for o in report.get("outcomes", ()):
-            self._outcome(w, o)
-        for task_id, attempt in report.get("handback", ()):
-            if w.running.get(task_id) == attempt:
-                del w.running[task_id]
-                e = self.entries.get(task_id)
-                if e is not None and e.attempt == attempt and e.state == "running":
-                    e.history.append(_attempt(e, worker_id, "handback", "worker drained"))
-                    e.attempt -= 1  # a hand-back is not a failed attempt
-                    self._requeue(e, front=True)
-
-    def _outcome(self, w: WorkerState, o: dict[str, Any]) -> None:
-        task_id, attempt = o["id"], o["attempt"]
-        if w.running.get(task_id) == attempt:
-            del w.running[task_id]
-        e = self.entries.get(task_id)
-        if e is not None and e.state == "queued" and e.attempt == attempt and e.worker is None:
-            # the outcome of the latest attempt, which this distributor requeued (it restarted
-            # or was cut off) but has not dispatched again: it stands, and saves a rerun
-            lane = self.lanes.lanes[e.task.lane]
-            if e in lane.queue:
-                lane.queue.remove(e)
-                e.state = "running"
-                e.worker = w.id
-        if e is None or e.state != "running" or e.attempt != attempt or e.worker != w.id:
-            # fencing: an outcome of a superseded attempt never becomes a second result
-            self.metrics.count("stale_outcomes")
-            return
-        seconds = o.get("ms", 0.0) / 1000.0
-        # bad input is the task's fault, not the worker's: it does not trip a breaker
-        healthy = o["status"] == "ok" or not o.get("retryable", True)
-        self.breakers.record(w.id, e.task.type, healthy, seconds)
-        w.observe(e.task.type, seconds)
-        self.metrics.observe_task(e.task.lane, e.task.type, seconds)
-        if o["status"] == "ok":
-            e.history.append(_attempt(e, w.id, "ok"))
-            self._finish(e, "ok", result=o.get("result"), worker=w.id)
-            return
-        error = o.get("error") or "unknown error"
-        code = o.get("code")
-        e.history.append(_attempt(e, w.id, code or "error", error))
-        if not o.get("retryable", True):
-            self._dead(e, "non_retryable", error, worker=w.id)
-        elif e.attempt >= self._max_attempts(e.task):
-            self._dead(e, "timeout" if code == "timeout" else "max_attempts", error, worker=w.id)
-        else:
-            self.metrics.count("retried")
-            self._retry_later(e)
-
     # -- state transitions ---------------------------------------------------------------
 
     def _max_attempts(self, task: Task) -> int:
@@ -464,157 +354,25 @@ class Distributor:
         self._publish(self.topics.dead(e.task.lane), encode(letter))
         self.plugins.notify("clawd_dead_letter", letter=letter)
 
-    # -- dispatch ------------------------------------------------------------------------
+    # -- the parts that live in their own modules ----------------------------------------
 
     def _dispatch(self) -> None:
-        if not self.registry.free_slots():
-            return
-        batches: dict[str, list[Task]] = defaultdict(list)
-        blocked: set[str] = set()
-        now = time.monotonic()
-        wall = time.time()
-        lease = now + self.config.distributor.liveness_timeout
-        while True:
-            order = self.lanes.candidates(exclude=blocked)
-            if not order:
-                break
-            lane = order[0]
-            picked: tuple[int, Entry, list[WorkerState] | None, str] | None = None
-            for i, e in enumerate(lane.queue):
-                if i >= SCAN:
-                    break
-                t = e.task
-                if t.expires_at is not None and t.expires_at < wall:
-                    picked = (i, e, None, "expired")
-                    break
-                if not self.breakers.type_allows(t.type):
-                    # the whole type is failing: hold its tasks rather than burn attempts
-                    if now - e.enqueued_at > self.config.breaker_config(t.type).hold_seconds:
-                        picked = (i, e, None, "circuit_open")
-                        break
-                    continue
-                cands = [
-                    w
-                    for w in self.registry.candidates(t.type, t.lane, t.requires)
-                    if self.breakers.allows(w.id, t.type)
-                ]
-                if e.lost:
-                    # a suspect of killing its worker runs alone, so that if it does it
-                    # again no innocent task beside it is blamed (and dead-lettered)
-                    cands = [w for w in cands if not w.running]
-                if cands:
-                    picked = (i, e, cands, "")
-                    break
-            if picked is None:
-                blocked.add(lane.name)
-                continue
-            i, e, found, why = picked
-            del lane.queue[i]
-            if found is None:
-                if why == "expired":
-                    e.attempt += 1
-                    self._dead(e, why, "the task's time to live ran out before it started")
-                else:
-                    self._dead(
-                        e,
-                        why,
-                        f"the circuit breaker of type {e.task.type!r} stayed "
-                        "open longer than hold_seconds",
-                    )
-                continue
-            self.lanes.served(lane)
-            t = e.task
-            view = TaskView(t.id, t.type, t.lane, tuple(t.requires), t.cost, t.meta or {})
-            w = self.strategy.choose(view, found) if len(found) > 1 else found[0]
-            e.attempt += 1
-            e.state = "running"
-            e.worker = w.id
-            self.breakers.dispatched(w.id, t.type)
-            e.lease_until = lease
-            e.dispatched_at = wall
-            w.running[t.id] = e.attempt
-            w.solo = t.id if e.lost else None
-            t.attempt = e.attempt
-            self.journal.dispatched(t.id, e.attempt)
-            batches[w.id].append(t)
-            self.metrics.dispatched(t.lane, now - e.enqueued_at)
-            if lane.spilled and len(lane.queue) < WINDOW // 2:
-                self._page_in(lane)
-            if not self.registry.free_slots():
-                break
-        for worker_id, tasks in batches.items():
-            self._publish(self.topics.dispatch(worker_id), encode({"tasks": tasks}))
+        dispatch.run(self)
 
     def _page_in(self, lane: Any) -> int:
-        rows = self.journal.open_tasks(lane.name, after=lane.cursor, limit=WINDOW // 2)
-        for seq, task, attempts, reply, history in rows:
-            lane.cursor = seq
-            if task.id in self.entries:
-                continue
-            e = Entry(task, reply, attempts, history, seq)
-            self.entries[task.id] = e
-            self.lanes.push(e)
-        lane.spilled = len(rows) >= WINDOW // 2
-        return len(rows)
+        return dispatch.page_in(self, lane)
 
-    # -- timers --------------------------------------------------------------------------
+    def _worker_status(self, worker_id: str, payload: bytes) -> None:
+        liveness.worker_status(self, worker_id, payload)
+
+    def _lose_worker(self, w: WorkerState, why: str, *, lost: bool) -> None:
+        liveness.lose_worker(self, w, why, lost=lost)
+
+    def _report(self, worker_id: str, report: dict[str, Any]) -> None:
+        liveness.report(self, worker_id, report)
 
     def _tick(self, now: float) -> None:
-        while self.delayed and self.delayed[0][0] <= now:
-            _, task_id = heapq.heappop(self.delayed)
-            e = self.entries.get(task_id)
-            if e is not None and e.state == "delayed":
-                self._requeue(e)
-        if not self._link_up(now):
-            return
-        silent = now - self.config.distributor.liveness_timeout
-        for w in self.registry.online():
-            if w.last_seen < silent:
-                log.warning(
-                    "worker %s silent for %.0f s: requeueing its tasks", w.id, now - w.last_seen
-                )
-                w.online = False
-                w.silent = True
-                self._lose_worker(w, "silent", lost=True)
-        for e in list(self.entries.values()):
-            if e.state == "running" and e.lease_until < now:
-                w = self.registry.get(e.worker or "")
-                w.running.pop(e.task.id, None)
-                e.history.append(_attempt(e, e.worker, "lease_expired", "lease expired"))
-                self._requeue(e, front=True)
-        self.breakers.tick()
-        snap = self.metrics.maybe_publish(self, now)
-        if snap is not None:
-            sc = self.config.scaler
-            signals = scaling.signals(
-                snap,
-                target_utilisation=sc.target_utilisation,
-                max_wait=sc.max_wait,
-                worker_capacity=self.config.worker.concurrency,
-            )
-            self.plugins.notify("clawd_scale", signals=signals, config=self.config)
-
-    def _link_up(self, now: float) -> bool:
-        """Whether the broker connection is up; after an outage, give everyone a fresh lease.
-
-        While the distributor itself is cut off it hears no heartbeats, so silence says
-        nothing about the workers: judging them then would requeue (and count as lost)
-        every task in flight.
-        """
-        up = self.transport is None or self.transport.connected.is_set()
-        if not up:
-            self._was_down = True
-            return False
-        if self._was_down:
-            self._was_down = False
-            self._resend_outbox()
-            grace = now + self.config.distributor.liveness_timeout
-            for w in self.registry.online():
-                w.last_seen = now
-            for e in self.entries.values():
-                if e.state == "running":
-                    e.lease_until = max(e.lease_until, grace)
-        return True
+        liveness.tick(self, now)
 
     # -- operator commands ---------------------------------------------------------------
 
@@ -647,18 +405,6 @@ class Distributor:
 
     def in_flight(self) -> int:
         return sum(len(w.running) for w in self.registry.workers.values())
-
-
-def _attempt(e: Entry, worker: str | None, status: str, error: str | None = None) -> dict[str, Any]:
-    rec: dict[str, Any] = {
-        "attempt": e.attempt,
-        "worker": worker,
-        "status": status,
-        "at": time.time(),
-    }
-    if error:
-        rec["error"] = error
-    return rec
 
 
 def _rejected_doc(task_id: str, levels: list[str], error: str) -> dict[str, Any]:

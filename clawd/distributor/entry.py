@@ -46,3 +46,17 @@ class Entry:
         self.lost = 0
         #: wall-clock time of the latest dispatch (the result's ``started_at``)
         self.dispatched_at = 0.0
+
+
+def attempt_record(
+    e: Entry, worker: str | None, status: str, error: str | None = None
+) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "attempt": e.attempt,
+        "worker": worker,
+        "status": status,
+        "at": time.time(),
+    }
+    if error:
+        rec["error"] = error
+    return rec

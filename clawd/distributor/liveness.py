@@ -1,0 +1,187 @@
+"""Liveness: worker status, Last Wills, heartbeat reports, outcomes, leases and timers.
+
+A worker is alive while the broker says so (retained status, Last Will) and while its
+reports keep coming; each report renews the lease of every task it says it is running.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from clawd import scaling
+from clawd.distributor.entry import attempt_record
+from clawd.distributor.registry import WorkerState
+from clawd.envelope import decode
+
+if TYPE_CHECKING:
+    from clawd.distributor.core import Distributor
+
+log = logging.getLogger("clawd.distributor")
+
+
+def worker_status(d: Distributor, worker_id: str, payload: bytes) -> None:
+    if not payload:
+        return  # a cleared retained status
+    status = decode(payload)
+    w = d.registry.get(worker_id)
+    state = status.get("state")
+    session = status.get("session", "")
+    if w.online and session != w.session:
+        # the worker restarted with the same id: what it ran before is gone
+        lose_worker(d, w, "restarted", lost=True)
+    w.update(status)
+    w.session = session
+    w.silent = False
+    if state == "online":
+        if not w.online:
+            log.info("worker %s online (capacity %d)", worker_id, w.capacity)
+        w.online = True
+    elif state == "draining":
+        w.online = False
+    elif w.online or w.running:
+        log.info("worker %s %s", worker_id, status.get("reason") or "offline")
+        w.online = False
+        lose_worker(d, w, status.get("reason") or "offline", lost=status.get("reason") == "lost")
+
+
+def lose_worker(d: Distributor, w: WorkerState, why: str, *, lost: bool) -> None:
+    for task_id, attempt in list(w.running.items()):
+        e = d.entries.get(task_id)
+        if e is None or e.state != "running" or e.attempt != attempt or e.worker != w.id:
+            continue
+        e.history.append(attempt_record(e, w.id, "lost", f"worker {w.id} {why}"))
+        if lost:
+            e.lost += 1
+            d.breakers.record(w.id, e.task.type, False, 0.0)
+            e.state = "lost"  # recorded: _requeue must not also cancel the call
+        if lost and e.lost >= d._poison_after:
+            d._dead(e, "poison", f"the worker running it was lost {e.lost} times")
+        else:
+            d._requeue(e, front=True)
+    w.running.clear()
+
+
+def report(d: Distributor, worker_id: str, report: dict[str, Any]) -> None:
+    w = d.registry.get(worker_id)
+    w.last_seen = time.monotonic()
+    if w.silent and w.status.get("state") == "online":
+        # it was only unheard (a partition, a broker restart): it is back
+        log.info("worker %s heard again", worker_id)
+        w.silent = False
+        w.online = True
+    lease = w.last_seen + d.config.distributor.liveness_timeout
+    for task_id, attempt in report.get("running", ()):
+        e = d.entries.get(task_id)
+        if e is not None and e.attempt == attempt and e.worker == worker_id:
+            e.lease_until = lease
+    for o in report.get("outcomes", ()):
+        outcome(d, w, o)
+    for task_id, attempt in report.get("handback", ()):
+        if w.running.get(task_id) == attempt:
+            del w.running[task_id]
+            e = d.entries.get(task_id)
+            if e is not None and e.attempt == attempt and e.state == "running":
+                e.history.append(attempt_record(e, worker_id, "handback", "worker drained"))
+                e.attempt -= 1  # a hand-back is not a failed attempt
+                d._requeue(e, front=True)
+
+
+def outcome(d: Distributor, w: WorkerState, o: dict[str, Any]) -> None:
+    task_id, attempt = o["id"], o["attempt"]
+    if w.running.get(task_id) == attempt:
+        del w.running[task_id]
+    e = d.entries.get(task_id)
+    if e is not None and e.state == "queued" and e.attempt == attempt and e.worker is None:
+        # the outcome of the latest attempt, which this distributor requeued (it restarted
+        # or was cut off) but has not dispatched again: it stands, and saves a rerun
+        lane = d.lanes.lanes[e.task.lane]
+        if e in lane.queue:
+            lane.queue.remove(e)
+            e.state = "running"
+            e.worker = w.id
+    if e is None or e.state != "running" or e.attempt != attempt or e.worker != w.id:
+        # fencing: an outcome of a superseded attempt never becomes a second result
+        d.metrics.count("stale_outcomes")
+        return
+    seconds = o.get("ms", 0.0) / 1000.0
+    # bad input is the task's fault, not the worker's: it does not trip a breaker
+    healthy = o["status"] == "ok" or not o.get("retryable", True)
+    d.breakers.record(w.id, e.task.type, healthy, seconds)
+    w.observe(e.task.type, seconds)
+    d.metrics.observe_task(e.task.lane, e.task.type, seconds)
+    if o["status"] == "ok":
+        e.history.append(attempt_record(e, w.id, "ok"))
+        d._finish(e, "ok", result=o.get("result"), worker=w.id)
+        return
+    error = o.get("error") or "unknown error"
+    code = o.get("code")
+    e.history.append(attempt_record(e, w.id, code or "error", error))
+    if not o.get("retryable", True):
+        d._dead(e, "non_retryable", error, worker=w.id)
+    elif e.attempt >= d._max_attempts(e.task):
+        d._dead(e, "timeout" if code == "timeout" else "max_attempts", error, worker=w.id)
+    else:
+        d.metrics.count("retried")
+        d._retry_later(e)
+
+
+def tick(d: Distributor, now: float) -> None:
+    while d.delayed and d.delayed[0][0] <= now:
+        _, task_id = heapq.heappop(d.delayed)
+        e = d.entries.get(task_id)
+        if e is not None and e.state == "delayed":
+            d._requeue(e)
+    if not link_up(d, now):
+        return
+    silent = now - d.config.distributor.liveness_timeout
+    for w in d.registry.online():
+        if w.last_seen < silent:
+            log.warning(
+                "worker %s silent for %.0f s: requeueing its tasks", w.id, now - w.last_seen
+            )
+            w.online = False
+            w.silent = True
+            lose_worker(d, w, "silent", lost=True)
+    for e in list(d.entries.values()):
+        if e.state == "running" and e.lease_until < now:
+            w = d.registry.get(e.worker or "")
+            w.running.pop(e.task.id, None)
+            e.history.append(attempt_record(e, e.worker, "lease_expired", "lease expired"))
+            d._requeue(e, front=True)
+    d.breakers.tick()
+    snap = d.metrics.maybe_publish(d, now)
+    if snap is not None:
+        sc = d.config.scaler
+        signals = scaling.signals(
+            snap,
+            target_utilisation=sc.target_utilisation,
+            max_wait=sc.max_wait,
+            worker_capacity=d.config.worker.concurrency,
+        )
+        d.plugins.notify("clawd_scale", signals=signals, config=d.config)
+
+
+def link_up(d: Distributor, now: float) -> bool:
+    """Whether the broker connection is up; after an outage, give everyone a fresh lease.
+
+    While the distributor itself is cut off it hears no heartbeats, so silence says
+    nothing about the workers: judging them then would requeue (and count as lost)
+    every task in flight.
+    """
+    up = d.transport is None or d.transport.connected.is_set()
+    if not up:
+        d._was_down = True
+        return False
+    if d._was_down:
+        d._was_down = False
+        d._resend_outbox()
+        grace = now + d.config.distributor.liveness_timeout
+        for w in d.registry.online():
+            w.last_seen = now
+        for e in d.entries.values():
+            if e.state == "running":
+                e.lease_until = max(e.lease_until, grace)
+    return True

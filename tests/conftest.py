@@ -218,3 +218,30 @@ def pub(broker: Broker, topic: str, message: str | bytes, *extra: str) -> None:
 def lines(p: subprocess.Popen[str]) -> list[dict[str, Any]]:
     out, err = p.communicate(timeout=30)
     return [json.loads(x) for x in out.splitlines() if x.strip()]
+
+
+@pytest.fixture
+def dropins(tmp_path: Path) -> Path:
+    """The test handlers and the example reverse plugin in a drop-in dir clawd accepts."""
+    d = tmp_path / "plugins"
+    d.mkdir(mode=0o755)
+    for src in [ROOT / "tests" / "dropins" / "testing.py", ROOT / "plugins" / "reverse.py"]:
+        shutil.copy(src, d / src.name)
+    d.chmod(0o755)
+    return d
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, broker: Broker, dropins: Path) -> Any:
+    """Write a config for this test's broker and state dir, with the test drop-ins."""
+
+    def make(extra: str = "", name: str = "clawd.toml") -> Path:
+        """``extra`` is TOML after the [daemon] table (other tables, or more keys for it)."""
+        path = tmp_path / name
+        path.write_text(
+            f'[broker]\nurl = "{broker.url}"\n\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+            f'plugin_dirs = ["{dropins}"]\n\n{extra}'
+        )
+        return path
+
+    return make

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 
 from clawd.client import Client
 from clawd.config import load
 from clawd.envelope import decode, encode
-from tests.conftest import ROOT
 
 
-def test_worker_concurrency_follows_the_backlog(tmp_path, broker, start_clawd):
-    plugins = tmp_path / "plugins"
-    plugins.mkdir(mode=0o755)
-    shutil.copy(ROOT / "tests" / "dropins" / "testing.py", plugins / "testing.py")
-    cfg_path = tmp_path / "clawd.toml"
-    cfg_path.write_text(
-        f'[broker]\nurl = "{broker.url}"\n\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
-        f'plugin_dirs = ["{plugins}"]\n\n'
-        "[worker]\nconcurrency = 1\nmin_concurrency = 1\nmax_concurrency = 4\n"
-    )
+def test_worker_concurrency_follows_the_backlog(make_config, start_clawd):
+    cfg_path = make_config("[worker]\nconcurrency = 1\nmin_concurrency = 1\nmax_concurrency = 4\n")
     start_clawd("-c", str(cfg_path), "run", "--role", "distributor")
     start_clawd("-c", str(cfg_path), "run", "--role", "worker", "--worker-id", "auto")
     cfg = load(str(cfg_path))

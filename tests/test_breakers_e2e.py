@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from clawd.client import Client
 from clawd.config import load
 from clawd.envelope import decode, encode
-from tests.conftest import ROOT, lines, sub
+from tests.conftest import lines, sub
 
 BREAKERS = """
 [retry]
@@ -29,15 +28,8 @@ hold_seconds = 1.5
 """
 
 
-def setup(tmp_path: Path, broker: Any, start_clawd: Any, log: Path) -> Any:
-    plugins = tmp_path / "plugins"
-    plugins.mkdir(mode=0o755)
-    shutil.copy(ROOT / "tests" / "dropins" / "testing.py", plugins / "testing.py")
-    cfg = tmp_path / "clawd.toml"
-    cfg.write_text(
-        f'[broker]\nurl = "{broker.url}"\n\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
-        f'plugin_dirs = ["{plugins}"]\n{BREAKERS}'
-    )
+def setup(make_config: Any, start_clawd: Any, log: Path) -> Any:
+    cfg = make_config(BREAKERS)
     env = {"CLAWD_TEST_EXEC_LOG": str(log)}
     start_clawd("-c", str(cfg), "run", "--role", "distributor")
     good = start_clawd("-c", str(cfg), "run", "--role", "worker", "--worker-id", "good", env=env)
@@ -68,9 +60,9 @@ def collect(cfg: Any, envs: list[dict[str, Any]], topic: str = "clawd/results/+"
     return out
 
 
-def test_flapping_worker_is_skipped_for_that_type(tmp_path, broker, start_clawd):
+def test_flapping_worker_is_skipped_for_that_type(tmp_path, broker, make_config, start_clawd):
     log = tmp_path / "exec.jsonl"
-    cfg, good, bad = setup(tmp_path, broker, start_clawd, log)
+    cfg, good, bad = setup(make_config, start_clawd, log)
     opened = sub(broker, "clawd/breakers/worker/bad/picky", 1, 20)
     envs = [{"type": "picky", "input": i, "id": f"p-{i}"} for i in range(30)]
     results = collect(cfg, envs)
@@ -91,9 +83,9 @@ def test_flapping_worker_is_skipped_for_that_type(tmp_path, broker, start_clawd)
     assert breaker["state"] == "open" and breaker["rejected"] > 0
 
 
-def test_failing_type_is_held_then_dead_lettered(tmp_path, broker, start_clawd):
+def test_failing_type_is_held_then_dead_lettered(tmp_path, make_config, start_clawd):
     log = tmp_path / "exec.jsonl"
-    cfg, _good, _bad = setup(tmp_path, broker, start_clawd, log)
+    cfg, _good, _bad = setup(make_config, start_clawd, log)
     envs = [{"type": "fail", "input": i, "id": f"f-{i}"} for i in range(10)]
     start = time.monotonic()
     dead = collect(cfg, envs, "clawd/dead/normal")

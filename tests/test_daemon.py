@@ -3,45 +3,18 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, lines, pub, run_cli, sub
+from tests.conftest import lines, pub, run_cli, sub
 
 
-@pytest.fixture
-def dropins(tmp_path: Path) -> Path:
-    d = tmp_path / "plugins"
-    d.mkdir(mode=0o755)
-    for src in [ROOT / "tests" / "dropins" / "testing.py", ROOT / "plugins" / "reverse.py"]:
-        shutil.copy(src, d / src.name)
-    d.chmod(0o755)
-    return d
-
-
-@pytest.fixture
-def config(tmp_path: Path, broker: Any, dropins: Path) -> Any:
-    """Write a config for this test's broker and state dir, with the test drop-ins."""
-
-    def make(extra: str = "", name: str = "clawd.toml") -> Path:
-        path = tmp_path / name
-        path.write_text(
-            f'[broker]\nurl = "{broker.url}"\n\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
-            f'plugin_dirs = ["{dropins}"]\n\n{extra}'
-        )
-        return path
-
-    return make
-
-
-def test_mosquitto_pub_compute_gives_result(broker, config, start_clawd):
-    start_clawd("-c", str(config()), "run")
+def test_mosquitto_pub_compute_gives_result(broker, make_config, start_clawd):
+    start_clawd("-c", str(make_config()), "run")
     s = sub(broker, "clawd/results/+", 1)
     pub(broker, "clawd/tasks/normal/compute", "2+2")
     (result,) = lines(s)
@@ -52,8 +25,8 @@ def test_mosquitto_pub_compute_gives_result(broker, config, start_clawd):
     assert result["duration_ms"] >= 0 and result["finished_at"] >= result["submitted_at"]
 
 
-def test_mosquitto_rr_request_reply(broker, config, start_clawd):
-    start_clawd("-c", str(config()), "run")
+def test_mosquitto_rr_request_reply(broker, make_config, start_clawd):
+    start_clawd("-c", str(make_config()), "run")
     out = subprocess.run(
         [
             "mosquitto_rr",
@@ -78,8 +51,8 @@ def test_mosquitto_rr_request_reply(broker, config, start_clawd):
     assert doc["result"] == 1024 and doc["status"] == "ok"
 
 
-def test_envelope_with_task_alias_and_id(broker, config, start_clawd):
-    start_clawd("-c", str(config()), "run")
+def test_envelope_with_task_alias_and_id(broker, make_config, start_clawd):
+    start_clawd("-c", str(make_config()), "run")
     s = sub(broker, "clawd/results/job-1", 1)
     pub(
         broker,
@@ -91,8 +64,8 @@ def test_envelope_with_task_alias_and_id(broker, config, start_clawd):
     assert result["meta"] == {"who": "test"}
 
 
-def test_cli_submit_wait_and_results(broker, config, start_clawd, clawd_env):
-    cfg = config()
+def test_cli_submit_wait_and_results(broker, make_config, start_clawd, clawd_env):
+    cfg = make_config()
     start_clawd("-c", str(cfg), "run")
     out = run_cli(
         "-c", str(cfg), "submit", "compute", "10/4", "--id", "t-1", "--wait", env=clawd_env
@@ -103,8 +76,8 @@ def test_cli_submit_wait_and_results(broker, config, start_clawd, clawd_env):
     assert json.loads(stored.stdout)["result"] == 2.5
 
 
-def test_division_by_zero_fails_without_retry(broker, config, start_clawd, clawd_env):
-    cfg = config()
+def test_division_by_zero_fails_without_retry(broker, make_config, start_clawd, clawd_env):
+    cfg = make_config()
     start_clawd("-c", str(cfg), "run")
     dead = sub(broker, "clawd/dead/normal", 1)
     out = run_cli("-c", str(cfg), "submit", "compute", "1/0", "--wait", "--json", env=clawd_env)
@@ -116,8 +89,8 @@ def test_division_by_zero_fails_without_retry(broker, config, start_clawd, clawd
     assert letter["reason"] == "non_retryable"
 
 
-def test_bad_input_is_reported_and_good_tasks_complete(broker, config, start_clawd):
-    d = start_clawd("-c", str(config()), "run")
+def test_bad_input_is_reported_and_good_tasks_complete(broker, make_config, start_clawd):
+    d = start_clawd("-c", str(make_config()), "run")
     bad = [
         ("clawd/tasks/normal", "not json"),
         ("clawd/tasks/normal", '{"type": "compute", '),  # truncated
@@ -163,8 +136,8 @@ def test_bad_input_is_reported_and_good_tasks_complete(broker, config, start_cla
     assert d.proc.poll() is None
 
 
-def test_two_worker_processes_share_round_robin(broker, config, start_clawd, clawd_env):
-    cfg = config('[distributor]\nstrategy = "round_robin"\n\n[worker]\nconcurrency = 1\n')
+def test_two_worker_processes_share_round_robin(broker, make_config, start_clawd, clawd_env):
+    cfg = make_config('[distributor]\nstrategy = "round_robin"\n\n[worker]\nconcurrency = 1\n')
     start_clawd("-c", str(cfg), "run", "--role", "distributor")
     start_clawd("-c", str(cfg), "run", "--role", "worker", "--worker-id", "w-a")
     start_clawd("-c", str(cfg), "run", "--role", "worker", "--worker-id", "w-b")
@@ -182,10 +155,10 @@ def test_two_worker_processes_share_round_robin(broker, config, start_clawd, cla
     assert workers == {"w-a", "w-b"}
 
 
-def test_capability_routing(broker, config, start_clawd, clawd_env):
-    cfg = config()
+def test_capability_routing(broker, make_config, start_clawd, clawd_env):
+    cfg = make_config()
     start_clawd("-c", str(cfg), "run", "--role", "distributor")
-    gpu = config('[worker]\ncapabilities = ["gpu"]\n', name="gpu.toml")
+    gpu = make_config('[worker]\ncapabilities = ["gpu"]\n', name="gpu.toml")
     start_clawd("-c", str(gpu), "run", "--role", "worker", "--worker-id", "gpu-1")
     start_clawd("-c", str(cfg), "run", "--role", "worker", "--worker-id", "cpu-1")
     time.sleep(0.5)
@@ -200,16 +173,16 @@ def test_capability_routing(broker, config, start_clawd, clawd_env):
     assert len(docs) == 6 and {d["worker"] for d in docs} == {"gpu-1"}
 
 
-def test_progress_is_published(broker, config, start_clawd):
-    start_clawd("-c", str(config()), "run")
+def test_progress_is_published(broker, make_config, start_clawd):
+    start_clawd("-c", str(make_config()), "run")
     prog = sub(broker, "clawd/progress/p-1", 1)
     pub(broker, "clawd/tasks/normal", json.dumps({"id": "p-1", "type": "reverse", "input": "abc"}))
     (p,) = lines(prog)
     assert p == {"id": "p-1", "progress": 0.5, "message": "halfway"}
 
 
-def test_worker_status_retained_and_last_will(broker, config, start_clawd):
-    cfg = config()
+def test_worker_status_retained_and_last_will(broker, make_config, start_clawd):
+    cfg = make_config()
     start_clawd("-c", str(cfg), "run", "--role", "distributor")
     w = start_clawd("-c", str(cfg), "run", "--role", "worker", "--worker-id", "lw-1")
     (online,) = lines(sub(broker, "clawd/workers/lw-1", 1))
@@ -220,8 +193,8 @@ def test_worker_status_retained_and_last_will(broker, config, start_clawd):
     assert states == ["online", "offline"]
 
 
-def test_sigterm_exits_zero(config, start_clawd):
-    d = start_clawd("-c", str(config()), "run")
+def test_sigterm_exits_zero(make_config, start_clawd):
+    d = start_clawd("-c", str(make_config()), "run")
     assert d.stop(signal.SIGTERM) == 0
     assert "STOPPING=1" in "".join(d.notes) or True
 
@@ -234,8 +207,8 @@ def test_config_error_exits_78(tmp_path, clawd_env):
     assert "concurency" in out.stderr and "concurrency" in out.stderr
 
 
-def test_plugins_command_lists_builtins_and_dropins(config, clawd_env):
-    out = run_cli("-c", str(config()), "plugins", "--json", env=clawd_env)
+def test_plugins_command_lists_builtins_and_dropins(make_config, clawd_env):
+    out = run_cli("-c", str(make_config()), "plugins", "--json", env=clawd_env)
     assert out.returncode == 0, out.stderr
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["compute"]["handlers"] == ["compute"]

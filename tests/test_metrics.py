@@ -8,11 +8,8 @@ import time
 from tests.conftest import lines, run_cli, sub
 
 
-def test_metrics_snapshot_content(tmp_path, broker, start_clawd, clawd_env):
-    cfg = tmp_path / "clawd.toml"
-    cfg.write_text(
-        f'[broker]\nurl = "{broker.url}"\n\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
-    )
+def test_metrics_snapshot_content(broker, make_config, start_clawd, clawd_env):
+    cfg = make_config()
     start_clawd("-c", str(cfg), "run", "--worker-id", "m-1")
     for expr in ("1+1", "2+2", "1/0"):
         run_cli("-c", str(cfg), "submit", "compute", expr, "--wait", env=clawd_env)

@@ -14,13 +14,9 @@ def scrape(port: int) -> str:
         return r.read().decode()
 
 
-def test_prometheus_endpoint_has_histograms_and_gauges(tmp_path, broker, start_clawd, clawd_env):
+def test_prometheus_endpoint_has_histograms_and_gauges(make_config, start_clawd, clawd_env):
     port = free_port()
-    cfg = tmp_path / "clawd.toml"
-    cfg.write_text(
-        f'[broker]\nurl = "{broker.url}"\n\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n\n'
-        f"[metrics]\nprometheus_port = {port}\n"
-    )
+    cfg = make_config(f"[metrics]\nprometheus_port = {port}\n")
     start_clawd("-c", str(cfg), "run")
     for expr in ("2+2", "3*3", "1/0"):
         run_cli("-c", str(cfg), "submit", "compute", expr, "--wait", env=clawd_env)

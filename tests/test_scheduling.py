@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,21 +11,12 @@ import pytest
 from clawd.client import Client
 from clawd.config import load
 from clawd.envelope import decode, encode
-from tests.conftest import ROOT
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, broker: Any, start_clawd: Any) -> Any:
-    plugins = tmp_path / "plugins"
-    plugins.mkdir(mode=0o755)
-    shutil.copy(ROOT / "tests" / "dropins" / "testing.py", plugins / "testing.py")
-
+def cluster(make_config: Any, start_clawd: Any) -> Any:
     def make(workers: list[str], extra: str = "") -> Any:
-        cfg = tmp_path / "clawd.toml"
-        cfg.write_text(
-            f'[broker]\nurl = "{broker.url}"\n\n[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
-            f'plugin_dirs = ["{plugins}"]\n\n{extra}'
-        )
+        cfg = make_config(extra)
         start_clawd("-c", str(cfg), "run", "--role", "distributor")
         for wid in workers:
             start_clawd("-c", str(cfg), "run", "--role", "worker", "--worker-id", wid)

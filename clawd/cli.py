@@ -8,38 +8,19 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from clawd import __version__
 from clawd import broker as embedded
 from clawd import config as cfgmod
+from clawd.cli_common import EX_CONFIG, EX_UNAVAILABLE, config_of, fail
+from clawd.cli_dlq import dlq_group
 from clawd.envelope import decode, encode
 from clawd.errors import BrokerError, ConfigError, PluginError
 
-EX_CONFIG = 78
-EX_UNAVAILABLE = 69
-
 log = logging.getLogger("clawd")
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"clawd: {message}", err=True)
-    sys.exit(code)
-
-
-def _config(ctx: click.Context) -> Any:
-    obj = ctx.find_root().obj
-    if "config" not in obj:
-        try:
-            obj["config"] = cfgmod.load(obj["path"])
-        except ConfigError as exc:
-            click.echo("clawd: invalid configuration:", err=True)
-            for p in exc.problems:
-                click.echo(f"  {p}", err=True)
-            sys.exit(EX_CONFIG)
-    return obj["config"]
 
 
 @click.group()
@@ -62,9 +43,9 @@ def main() -> None:
     try:
         cli(standalone_mode=True)
     except BrokerError as exc:
-        _fail(str(exc), EX_UNAVAILABLE)
+        fail(str(exc), EX_UNAVAILABLE)
     except PluginError as exc:
-        _fail(str(exc), EX_CONFIG)
+        fail(str(exc), EX_CONFIG)
 
 
 # -- run -------------------------------------------------------------------------------
@@ -87,7 +68,7 @@ def run(ctx: click.Context, roles: tuple[str, ...], worker_id: str | None) -> No
     from clawd import logs
     from clawd.daemon import Daemon
 
-    cfg = _config(ctx)
+    cfg = config_of(ctx)
     debug = ctx.find_root().obj["debug"]
     logs.setup("debug" if debug else cfg.daemon.log_level, debug=debug)
     if worker_id:
@@ -98,7 +79,7 @@ def run(ctx: click.Context, roles: tuple[str, ...], worker_id: str | None) -> No
     except (BrokerError, PluginError, ConfigError) as exc:
         if debug:
             log.exception("fatal")
-        _fail(str(exc), EX_UNAVAILABLE if isinstance(exc, BrokerError) else EX_CONFIG)
+        fail(str(exc), EX_UNAVAILABLE if isinstance(exc, BrokerError) else EX_CONFIG)
     sys.exit(code)
 
 
@@ -161,7 +142,7 @@ def submit(
     """
     from clawd.client import submit_many
 
-    cfg = _config(ctx)
+    cfg = config_of(ctx)
     if file is not None:
         _submit_file(cfg, file, wait or True, wait_timeout, as_json)
         return
@@ -184,7 +165,7 @@ def submit(
         return
     doc = results.get(env["id"])
     if doc is None:
-        _fail(f"no result for task {env['id']} within {wait_timeout} s", 2)
+        fail(f"no result for task {env['id']} within {wait_timeout} s", 2)
     _print_result(doc, as_json)
     if doc["status"] != "ok":
         sys.exit(1)
@@ -212,9 +193,9 @@ def _submit_file(cfg: Any, file: Any, wait: bool, timeout: float | None, as_json
         try:
             env = json.loads(line)
         except ValueError as exc:
-            _fail(f"{file.name}:{n}: not JSON: {exc}")
+            fail(f"{file.name}:{n}: not JSON: {exc}")
         if not isinstance(env, dict):
-            _fail(f"{file.name}:{n}: expected a JSON object (a task envelope)")
+            fail(f"{file.name}:{n}: expected a JSON object (a task envelope)")
         envelopes.append(env)
     counts: dict[str, int] = {}
     start = time.monotonic()
@@ -253,7 +234,7 @@ def results(ctx: click.Context, ids: tuple[str, ...], follow: bool, limit: int) 
     from clawd.client import Client
     from clawd.journal import open_readonly
 
-    cfg = _config(ctx)
+    cfg = config_of(ctx)
     db = cfg.state_path / "journal.db"
     if db.exists():
         j = open_readonly(db)
@@ -261,7 +242,7 @@ def results(ctx: click.Context, ids: tuple[str, ...], follow: bool, limit: int) 
             click.echo(encode(doc).decode())
         j.db.close()
     elif not follow:
-        _fail(f"no journal at {db} (is the distributor running with this state dir?)")
+        fail(f"no journal at {db} (is the distributor running with this state dir?)")
     if follow:
         with Client(cfg, [(cfg.broker.prefix + "/results/+", 1)]) as c:
             while True:
@@ -304,7 +285,7 @@ def status(ctx: click.Context, as_json: bool, watch: bool) -> None:
     """Workers, lanes and rates at a glance."""
     from clawd.status_view import render
 
-    cfg = _config(ctx)
+    cfg = config_of(ctx)
     if as_json:
         click.echo(json.dumps(_snapshot(cfg), indent=2))
         return
@@ -334,7 +315,7 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
 
     from clawd.plugins import load_plugins
 
-    cfg = _config(ctx)
+    cfg = config_of(ctx)
     pm = load_plugins(cfg)
     rows: list[dict[str, Any]] = [
         {
@@ -373,7 +354,7 @@ def config_group() -> None:
 @click.pass_context
 def config_check(ctx: click.Context) -> None:
     """Validate the configuration (exit 78 on problems)."""
-    cfg = _config(ctx)
+    cfg = config_of(ctx)
     click.echo(f"configuration ok ({', '.join(cfg.sources) or 'built-in defaults'})")
 
 
@@ -381,7 +362,7 @@ def config_check(ctx: click.Context) -> None:
 @click.pass_context
 def config_show(ctx: click.Context) -> None:
     """Print the effective configuration as TOML."""
-    click.echo(cfgmod.dump(_config(ctx)), nl=False)
+    click.echo(cfgmod.dump(config_of(ctx)), nl=False)
 
 
 @config_group.command("init")
@@ -391,7 +372,7 @@ def config_init(path: str, force: bool) -> None:
     """Write a commented sample configuration to PATH (default ./clawd.toml)."""
     p = Path(path)
     if p.exists() and not force:
-        _fail(f"{p} exists; use --force to overwrite")
+        fail(f"{p} exists; use --force to overwrite")
     p.write_text(cfgmod.SAMPLE)
     click.echo(f"wrote {p}")
 
@@ -408,7 +389,7 @@ def broker_group() -> None:
 @click.pass_context
 def broker_url(ctx: click.Context) -> None:
     """Print the broker URL clawd uses."""
-    click.echo(embedded.resolve_url(_config(ctx)))
+    click.echo(embedded.resolve_url(config_of(ctx)))
 
 
 @broker_group.command("args")
@@ -420,95 +401,11 @@ def broker_args(ctx: click.Context) -> None:
     """
     from clawd.transport import Endpoint
 
-    ep = Endpoint.parse(embedded.resolve_url(_config(ctx)))
+    ep = Endpoint.parse(embedded.resolve_url(config_of(ctx)))
     if ep.unix:
         click.echo(f"--unix {ep.host}")
     else:
         click.echo(f"-h {ep.host} -p {ep.port}")
-
-
-# -- dead letters ----------------------------------------------------------------------
-
-
-@cli.group("dlq")
-def dlq_group() -> None:
-    """Dead letters: list, show, replay, purge."""
-
-
-def _journal(ctx: click.Context) -> Any:
-    from clawd.journal import open_readonly
-
-    cfg = _config(ctx)
-    db = cfg.state_path / "journal.db"
-    if not db.exists():
-        _fail(f"no journal at {db} (is the distributor running with this state dir?)")
-    return open_readonly(db)
-
-
-@dlq_group.command("list")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def dlq_list(ctx: click.Context, as_json: bool) -> None:
-    """List dead letters."""
-    letters = _journal(ctx).dead_letters()
-    if as_json:
-        click.echo(json.dumps(letters, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("id", "lane", "type", "reason", "attempts", "error")
-    for d in letters:
-        table.add_row(
-            d["id"],
-            d["lane"],
-            d["type"],
-            d["reason"],
-            str(d["attempts"]),
-            str(d.get("error", ""))[:60],
-        )
-    Console().print(table)
-
-
-@dlq_group.command("show")
-@click.argument("task_id")
-@click.pass_context
-def dlq_show(ctx: click.Context, task_id: str) -> None:
-    """Show one dead letter with its attempt history."""
-    letters = _journal(ctx).dead_letters(task_id)
-    if not letters:
-        _fail(f"no dead letter with id {task_id}")
-    click.echo(json.dumps(letters[0], indent=2))
-
-
-def _control(ctx: click.Context, cmd: dict[str, Any]) -> None:
-    from clawd.client import Client
-    from clawd.topics import Topics
-
-    cfg = _config(ctx)
-    with Client(cfg) as c:
-        c.publish(Topics(cfg.broker.prefix).control, encode(cmd), qos=1)
-        time.sleep(0.2)
-
-
-@dlq_group.command("replay")
-@click.argument("ids", nargs=-1)
-@click.option("--all", "all_", is_flag=True, help="Replay every dead letter.")
-@click.pass_context
-def dlq_replay(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> None:
-    """Put dead-lettered tasks back in their lanes with fresh attempts."""
-    if not ids and not all_:
-        raise click.UsageError("give task ids or --all")
-    _control(ctx, {"cmd": "replay", "ids": list(ids)} if ids else {"cmd": "replay"})
-    click.echo(f"replay requested for {', '.join(ids) if ids else 'all dead letters'}")
-
-
-@dlq_group.command("purge")
-@click.pass_context
-def dlq_purge(ctx: click.Context) -> None:
-    """Delete every dead letter."""
-    _control(ctx, {"cmd": "purge"})
-    click.echo("purge requested")
 
 
 # -- systemd ---------------------------------------------------------------------------
@@ -527,6 +424,8 @@ def systemd_unit(worker: bool) -> None:
 
     click.echo(render(worker=worker), nl=False)
 
+
+cli.add_command(dlq_group)
 
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

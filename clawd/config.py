@@ -18,16 +18,8 @@ import msgspec.inspect
 import msgspec.structs
 import tomli_w
 
-from clawd.config_check import (
-    NAME_PATTERN,
-    Origins,
-    Problems,
-    check_config,
-    check_tables,
-    dropins,
-    merge,
-    read_toml,
-)
+from clawd.config_check import NAME_PATTERN, Problems, check_config, check_tables
+from clawd.config_files import Origins, dropins, merge, read_toml
 from clawd.config_sample import SAMPLE as SAMPLE  # re-exported: `clawd config init`
 from clawd.errors import ConfigError
 

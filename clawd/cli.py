@@ -18,7 +18,7 @@ from clawd import config as cfgmod
 from clawd.cli_common import EX_CONFIG, EX_UNAVAILABLE, config_of, fail
 from clawd.cli_dlq import dlq_group
 from clawd.envelope import decode, encode
-from clawd.errors import BrokerError, ConfigError, PluginError
+from clawd.errors import BrokerError, ConfigError, JournalError, PluginError
 
 log = logging.getLogger("clawd")
 
@@ -76,10 +76,11 @@ def run(ctx: click.Context, roles: tuple[str, ...], worker_id: str | None) -> No
     daemon = Daemon(cfg, list(roles) or list(cfg.daemon.roles), ctx.find_root().obj["path"])
     try:
         code = daemon.run()
-    except (BrokerError, PluginError, ConfigError) as exc:
+    except (BrokerError, PluginError, ConfigError, JournalError) as exc:
         if debug:
             log.exception("fatal")
-        fail(str(exc), EX_UNAVAILABLE if isinstance(exc, BrokerError) else EX_CONFIG)
+        code = EX_UNAVAILABLE if isinstance(exc, BrokerError) else EX_CONFIG
+        fail(str(exc), 1 if isinstance(exc, JournalError) else code)
     sys.exit(code)
 
 

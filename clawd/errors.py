@@ -47,3 +47,7 @@ class PluginError(ClawdError):
 
 class BrokerError(ClawdError):
     """The broker could not be reached, started or found."""
+
+
+class JournalError(ClawdError):
+    """The journal cannot be opened or is of a schema this clawd cannot use."""

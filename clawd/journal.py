@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clawd.envelope import Task, decode, encode
+from clawd.errors import JournalError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -44,6 +45,13 @@ CREATE TABLE IF NOT EXISTS dead (
 
 TERMINAL = ("ok", "failed")
 
+#: the schema version this code writes (``PRAGMA user_version``)
+VERSION = 2
+#: what brings a journal of version N-1 to N (version 0: created before versions existed)
+MIGRATIONS = {
+    2: "ALTER TABLE tasks ADD COLUMN published INTEGER NOT NULL DEFAULT 1",
+}
+
 
 class Journal:
     """The distributor's task journal. Not thread-safe: one owner thread."""
@@ -55,7 +63,11 @@ class Journal:
         self.db.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit survives power loss; NORMAL: survives a crash of this process
         self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-        self.db.executescript(SCHEMA)
+        try:
+            self._migrate()
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {path}: {exc}") from None
         self._adds: list[tuple[Any, ...]] = []
         self._attempts: list[tuple[int, str]] = []
         self._finished: list[tuple[Any, ...]] = []
@@ -63,6 +75,28 @@ class Journal:
         self._requeued: list[tuple[str]] = []
         self._published: list[tuple[str]] = []
         self._replayed: list[tuple[str]] = []
+
+    def _migrate(self) -> None:
+        """Bring an older journal up to this code's schema, in one transaction."""
+        db = self.db
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        exists = db.execute("SELECT 1 FROM sqlite_master WHERE name='tasks'").fetchone()
+        if not exists:
+            db.execute(f"PRAGMA user_version={VERSION}")
+            return
+        if version == 0:
+            cols = {r[1] for r in db.execute("PRAGMA table_info(tasks)")}
+            version = 2 if "published" in cols else 1
+        if version > VERSION:
+            raise JournalError(
+                f"journal {self.path} has schema version {version}, newer than this clawd "
+                f"({VERSION}): upgrade clawd, or point [daemon] state_dir elsewhere"
+            )
+        db.execute("BEGIN")
+        for v in range(version + 1, VERSION + 1):
+            db.execute(MIGRATIONS[v])
+        db.execute(f"PRAGMA user_version={VERSION}")
+        db.execute("COMMIT")
 
     # -- staged writes -------------------------------------------------------------------
 

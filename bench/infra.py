@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from clawd.systemd import NotifyListener
+
 ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -141,12 +143,10 @@ class ClawdProcess:
 
     def __init__(self, config: Path, role: str, name: str, workdir: Path, worker_id: str = ""):
         self.name = name
-        self.sock_path = workdir / f"notify-{name}.sock"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(self.sock_path))
+        self.notify = NotifyListener(workdir / f"notify-{name}.sock")
         self.log_path = workdir / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAWD_", "WATCHDOG_"))}
-        env["NOTIFY_SOCKET"] = str(self.sock_path)
+        env["NOTIFY_SOCKET"] = str(self.notify.path)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         args = [sys.executable, "-m", "clawd", "-c", str(config), "run", "--role", role]
         if worker_id:
@@ -161,20 +161,10 @@ class ClawdProcess:
         return self.proc.pid
 
     def wait_ready(self, timeout: float = 30) -> None:
-        self.sock.settimeout(0.2)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                data = self.sock.recv(4096).decode()
-            except TimeoutError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"clawd {self.name} exited {self.proc.returncode}:\n{self.output()}"
-                    ) from None
-                continue
-            if "READY=1" in data.split("\n"):
-                return
-        raise RuntimeError(f"clawd {self.name} not ready within {timeout} s:\n{self.output()}")
+        try:
+            self.notify.wait_for("READY=1", self.proc, timeout)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{self.name}: {exc}:\n{self.output()}") from None
 
     def output(self) -> str:
         try:
@@ -184,7 +174,7 @@ class ClawdProcess:
 
     def stop(self, timeout: float = 20) -> None:
         stop(self.proc, timeout=timeout)
-        self.sock.close()
+        self.notify.close()
 
 
 def workdir(prefix: str = "clawd-bench-") -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from rich.table import Table
 from clawd import config as cfgmod
 from clawd.client import submit_many
 from clawd.envelope import encode
+from clawd.systemd import NotifyListener
 
 TASKS: list[dict[str, Any]] = [
     {"type": "compute", "input": "2+2"},
@@ -30,27 +30,13 @@ TASKS: list[dict[str, Any]] = [
 ]
 
 
-def _wait_ready(sock: socket.socket, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    sock.settimeout(0.2)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if b"READY=1" in sock.recv(4096).split(b"\n"):
-                return
-        except TimeoutError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"clawd run exited with status {proc.returncode}") from None
-    raise RuntimeError(f"clawd run was not ready within {timeout:g} s")
-
-
 def run_demo(console: Console) -> int:
     with tempfile.TemporaryDirectory(prefix="clawd-demo-") as tmp:
         state = Path(tmp) / "state"
         cfg_path = Path(tmp) / "clawd.toml"
         cfg_path.write_text(f'[broker]\nurl = "embedded"\n\n[daemon]\nstate_dir = "{state}"\n')
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind(str(Path(tmp) / "notify.sock"))
-        env = {**os.environ, "NOTIFY_SOCKET": str(Path(tmp) / "notify.sock")}
+        notify = NotifyListener(Path(tmp) / "notify.sock")
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
         log = open(Path(tmp) / "clawd.log", "wb")  # noqa: SIM115 - closed below
         console.print(f"[bold]starting[/] clawd run -c {cfg_path} (embedded mosquitto)")
         proc = subprocess.Popen(
@@ -60,7 +46,7 @@ def run_demo(console: Console) -> int:
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_ready(notify, proc, 30)
+            notify.wait_for("READY=1", proc, 30)
             cfg = cfgmod.load(str(cfg_path))
             envelopes = [dict(t) for t in TASKS]
             start = time.monotonic()

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from clawd.envelope import Task, decode, encode
 from clawd.errors import JournalError
@@ -42,8 +43,6 @@ CREATE TABLE IF NOT EXISTS dead (
     dead_at REAL NOT NULL
 );
 """
-
-TERMINAL = ("ok", "failed")
 
 #: the schema version this code writes (``PRAGMA user_version``)
 VERSION = 2
@@ -256,24 +255,14 @@ class Journal:
         cur = self.db.execute("DELETE FROM dead")
         return cur.rowcount
 
-    def counts(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall())
-
-    def iter_all(self) -> Iterator[Task]:
-        for (body,) in self.db.execute("SELECT body FROM tasks"):
-            yield _task(body)
-
     def close(self) -> None:
         self.commit()
         self.db.close()
 
 
-def _task(body: bytes) -> Task:
-    import msgspec
-
-    return msgspec.json.decode(body, type=Task)
+_task = msgspec.json.Decoder(Task).decode
 
 
 def open_readonly(path: Path) -> Journal:
-    """A journal for CLI reads while a distributor owns the file (WAL allows it)."""
+    """A journal for the CLI's reads beside a running distributor (WAL lets both in)."""
     return Journal(path, fsync=False)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
 import time
 import warnings
+from pathlib import Path
 
 import sdnotify
 
@@ -165,3 +168,38 @@ class Notifier:
             self._address,
             exc,
         )
+
+
+class NotifyListener:
+    """The receiving end of the protocol, as systemd is: a datagram socket whose path a
+    child gets as ``NOTIFY_SOCKET``. ``clawd demo``, the tests and the bench use it to know
+    when a ``clawd run`` they started is really serving."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        #: every datagram received so far
+        self.messages: list[str] = []
+
+    def wait_for(self, field: str, proc: subprocess.Popen[bytes], timeout: float) -> str:
+        """The first datagram with ``field`` (e.g. ``READY=1``) as one of its lines.
+
+        Raises RuntimeError when ``proc`` exits first or ``timeout`` seconds pass.
+        """
+        self.sock.settimeout(0.2)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                data = self.sock.recv(4096).decode()
+            except TimeoutError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"clawd exited with status {proc.returncode}") from None
+                continue
+            self.messages.append(data)
+            if field in data.split("\n"):
+                return data
+        raise RuntimeError(f"no {field} from clawd within {timeout:g} s")
+
+    def close(self) -> None:
+        self.sock.close()

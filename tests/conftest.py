@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from clawd.systemd import NotifyListener
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,12 +94,13 @@ class Daemon:
     """A `clawd run` subprocess; started only when systemd-style READY=1 arrives."""
 
     def __init__(self, args: list[str], env: dict[str, str], tmp: Path, name: str) -> None:
-        self.sock_path = tmp / f"notify-{name}.sock"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(self.sock_path))
+        self.notify = NotifyListener(tmp / f"notify-{name}.sock")
+        self.sock = self.notify.sock
+        #: every notification received so far
+        self.notes = self.notify.messages
         self.log_path = tmp / f"{name}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        env = {**env, "NOTIFY_SOCKET": str(self.sock_path)}
+        env = {**env, "NOTIFY_SOCKET": str(self.notify.path)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "clawd", *args],
             env=env,
@@ -105,24 +108,12 @@ class Daemon:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.notes: list[str] = []
 
     def wait_for(self, field: str, timeout: float = 20) -> str:
-        self.sock.settimeout(0.2)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                data = self.sock.recv(4096).decode()
-            except TimeoutError:
-                if self.proc.poll() is not None:
-                    raise AssertionError(
-                        f"clawd exited {self.proc.returncode}:\n{self.output()}"
-                    ) from None
-                continue
-            self.notes.append(data)
-            if field in data.split("\n"):
-                return data
-        raise AssertionError(f"no {field} within {timeout}s:\n{self.output()}")
+        try:
+            return self.notify.wait_for(field, self.proc, timeout)
+        except RuntimeError as exc:
+            raise AssertionError(f"{exc}:\n{self.output()}") from None
 
     def output(self) -> str:
         self.log.flush()
@@ -137,7 +128,7 @@ class Daemon:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.log.close()
-        self.sock.close()
+        self.notify.close()
         return self.proc.returncode
 
 

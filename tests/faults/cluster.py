@@ -98,7 +98,7 @@ class Cluster:
         d.wait_for("READY=1", 30)
         # nobody reads status updates after READY: let the daemon's sends fail fast
         # rather than fill the socket buffer
-        d.sock_path.unlink()
+        d.notify.path.unlink()
         return d
 
     def start(self) -> None:

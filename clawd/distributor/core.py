@@ -288,9 +288,6 @@ class Distributor:
         heapq.heappush(self.delayed, (time.monotonic() + delay, e.task.id))
 
     def _requeue(self, e: Entry, *, front: bool = False) -> None:
-        if e.state == "running" and e.worker:
-            # the call ended without an outcome: give back its half-open probe slot
-            self.breakers.cancelled(e.worker, e.task.type)
         e.state = "queued"
         e.worker = None
         e.enqueued_at = time.monotonic()

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from clawd import scaling
-from clawd.distributor.entry import attempt_record
+from clawd.distributor.entry import Entry, attempt_record
 from clawd.distributor.registry import WorkerState
 from clawd.envelope import decode
 
@@ -48,20 +48,28 @@ def worker_status(d: Distributor, worker_id: str, payload: bytes) -> None:
 
 
 def lose_worker(d: Distributor, w: WorkerState, why: str, *, lost: bool) -> None:
-    for task_id, attempt in list(w.running.items()):
-        e = d.entries.get(task_id)
-        if e is None or e.state != "running" or e.attempt != attempt or e.worker != w.id:
+    for e in grants(d, w):
+        if not lost:
+            interrupt(d, w, e, "lost", f"worker {w.id} {why}")
             continue
+        # the worker died under it: a failure of that worker, and a strike against the task
         e.history.append(attempt_record(e, w.id, "lost", f"worker {w.id} {why}"))
-        if lost:
-            e.lost += 1
-            d.breakers.record(w.id, e.task.type, False, 0.0)
-            e.state = "lost"  # recorded: _requeue must not also cancel the call
-        if lost and e.lost >= d._poison_after:
+        d.breakers.record(w.id, e.task.type, False, 0.0)
+        e.lost += 1
+        if e.lost >= d._poison_after:
             d._dead(e, "poison", f"the worker running it was lost {e.lost} times")
         else:
             d._requeue(e, front=True)
     w.running.clear()
+
+
+def interrupt(d: Distributor, w: WorkerState, e: Entry, status: str, why: str) -> None:
+    """A dispatch ended with no outcome (lease expired, handed back, worker gone): the task
+    goes back to the front of its lane, and the breakers get the call's slot back."""
+    w.running.pop(e.task.id, None)
+    e.history.append(attempt_record(e, w.id, status, why))
+    d.breakers.cancelled(w.id, e.task.type)
+    d._requeue(e, front=True)
 
 
 def report(d: Distributor, worker_id: str, report: dict[str, Any]) -> None:
@@ -79,14 +87,14 @@ def report(d: Distributor, worker_id: str, report: dict[str, Any]) -> None:
             e.lease_until = lease
     for o in report.get("outcomes", ()):
         outcome(d, w, o)
-    for task_id, attempt in report.get("handback", ()):
+    handed = {task_id: attempt for task_id, attempt in report.get("handback", ())}
+    for e in grants(d, w) if handed else ():
+        if handed.get(e.task.id) == e.attempt:
+            interrupt(d, w, e, "handback", "worker drained")
+            e.attempt -= 1  # a hand-back is not a failed attempt
+    for task_id, attempt in handed.items():  # the slot is free whatever became of the task
         if w.running.get(task_id) == attempt:
             del w.running[task_id]
-            e = d.entries.get(task_id)
-            if e is not None and e.attempt == attempt and e.state == "running":
-                e.history.append(attempt_record(e, worker_id, "handback", "worker drained"))
-                e.attempt -= 1  # a hand-back is not a failed attempt
-                d._requeue(e, front=True)
 
 
 def outcome(d: Distributor, w: WorkerState, o: dict[str, Any]) -> None:
@@ -145,12 +153,10 @@ def tick(d: Distributor, now: float) -> None:
             w.online = False
             w.silent = True
             lose_worker(d, w, "silent", lost=True)
-    for e in list(d.entries.values()):
-        if e.state == "running" and e.lease_until < now:
-            w = d.registry.get(e.worker or "")
-            w.running.pop(e.task.id, None)
-            e.history.append(attempt_record(e, e.worker, "lease_expired", "lease expired"))
-            d._requeue(e, front=True)
+    for w in d.registry.workers.values():
+        for e in grants(d, w):
+            if e.lease_until < now:
+                interrupt(d, w, e, "lease_expired", "lease expired")
     d.breakers.tick()
     snap = d.metrics.maybe_publish(d, now)
     if snap is not None:
@@ -181,7 +187,19 @@ def link_up(d: Distributor, now: float) -> bool:
         grace = now + d.config.distributor.liveness_timeout
         for w in d.registry.online():
             w.last_seen = now
-        for e in d.entries.values():
-            if e.state == "running":
+        for w in d.registry.workers.values():
+            for e in grants(d, w):
                 e.lease_until = max(e.lease_until, grace)
     return True
+
+
+def grants(d: Distributor, w: WorkerState) -> list[Entry]:
+    """The dispatches to ``w`` still in flight: what its leases, losses and hand-backs are
+    about. Read from the worker's grants, not by scanning every open entry (a backlog holds
+    tens of thousands of queued ones)."""
+    out = []
+    for task_id, attempt in w.running.items():
+        e = d.entries.get(task_id)
+        if e is not None and e.state == "running" and e.attempt == attempt and e.worker == w.id:
+            out.append(e)
+    return out

@@ -11,7 +11,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import Annotated, Any
 
 import msgspec
@@ -116,13 +116,13 @@ def parse_submission(
     max_payload: int,
     expiry: float | None = None,
     now: float | None = None,
-    known_types: Callable[[], set[str]] | None = None,
+    known_types: AbstractSet[str] | None = None,
 ) -> Task:
     """Turn a message on ``<prefix>/tasks/<lane>[/<type>]`` into a Task or raise Rejected.
 
     ``levels`` are the topic levels after the prefix (``["tasks", lane, type?]``);
     ``lanes`` is the set of configured lane names; ``expiry`` the MQTT v5 Message
-    Expiry Interval when the publisher set one; ``known_types`` returns the task types
+    Expiry Interval when the publisher set one; ``known_types`` are the task types
     some handler serves (omit it to accept any type).
     """
     if len(payload) > max_payload:
@@ -161,11 +161,9 @@ def parse_submission(
     task_id = check_id(env.id) if env.id is not None else new_id()
     try:
         task = _build(env, task_id, lane, topic_type, lanes, expiry, now)
-        if known_types is not None:
-            types = known_types()
-            if task.type not in types:
-                shown = ", ".join(sorted(types)) or "none yet"
-                raise Rejected(f"unknown task type {task.type!r} (known: {shown})")
+        if known_types is not None and task.type not in known_types:
+            shown = ", ".join(sorted(known_types)) or "none yet"
+            raise Rejected(f"unknown task type {task.type!r} (known: {shown})")
         return task
     except Rejected as exc:
         # a rejected result goes to results/<id> only when the producer chose the id

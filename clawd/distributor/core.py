@@ -49,6 +49,7 @@ class Distributor:
         self.topics = Topics(config.broker.prefix)
         self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self.registry = Registry()
+        self.types: set[str] = set(plugins.handlers)
         self.lanes = LaneScheduler({n: lc.weight for n, lc in config.lanes.items()})
         self.entries: dict[str, Entry] = {}
         self.delayed: list[tuple[float, str]] = []
@@ -74,6 +75,7 @@ class Distributor:
         self.pending_reload = None
         self.config = config
         self.plugins = plugins
+        self.refresh_types()
         self.lanes.configure({n: lc.weight for n, lc in config.lanes.items()})
         self.strategy = plugins.make_strategy(
             config.distributor.strategy, dict(config.distributor.strategy_options)
@@ -216,7 +218,7 @@ class Distributor:
                 lanes=self.lanes.lanes,
                 max_payload=self.config.daemon.max_payload,
                 expiry=msg.expiry,
-                known_types=self._known_types,
+                known_types=self.types,
             )
         except Rejected as exc:
             self.metrics.count("rejected")
@@ -260,9 +262,10 @@ class Distributor:
         self._publish(f"{self.topics.prefix}/breakers/{key}", encode(doc), retain=True)
         self.plugins.notify("clawd_on_breaker_change", key=key, old=old, new=new)
 
-    def _known_types(self) -> set[str]:
-        # what local plugins serve, and what any worker ever announced (offline ones too)
-        return set(self.plugins.handlers) | self.registry.known_types()
+    def refresh_types(self) -> None:
+        """What local plugins serve, and what any worker ever announced (offline ones too);
+        kept rather than rebuilt per submission: it changes only on announcements."""
+        self.types = set(self.plugins.handlers) | self.registry.known_types()
 
     def _error(self, error: str, topic: str, payload: bytes, task_id: str | None = None) -> None:
         doc: dict[str, Any] = {"error": error, "topic": topic, "payload_excerpt": excerpt(payload)}

@@ -33,6 +33,7 @@ def worker_status(d: Distributor, worker_id: str, payload: bytes) -> None:
         # the worker restarted with the same id: what it ran before is gone
         lose_worker(d, w, "restarted", lost=True)
     w.update(status)
+    d.refresh_types()
     w.session = session
     w.silent = False
     if state == "online":

@@ -28,6 +28,9 @@ from clawd.worker.pool import Outcome, Pool
 
 log = logging.getLogger("clawd.worker")
 
+#: a dispatch message: {"tasks": [Task, ...]}
+_grants = msgspec.json.Decoder(dict[str, list[Task]]).decode
+
 
 class Worker:
     """One worker. Construct, give it a transport (``attach``), call ``run_once``."""
@@ -159,7 +162,7 @@ class Worker:
 
     def _grant(self, payload: bytes) -> None:
         try:
-            tasks = msgspec.json.decode(payload, type=dict[str, list[Task]])["tasks"]
+            tasks = _grants(payload)["tasks"]
         except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
             log.error("unreadable dispatch message: %s", exc)
             return

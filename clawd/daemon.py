@@ -1,7 +1,7 @@
 """``clawd run``: one process running the distributor role, the worker role, or both.
 
-Each role has its own MQTT connection and its own loop thread; the main thread only
-waits for signals and supervises the embedded broker. The systemd watchdog is pinged
+Each role has its own MQTT connection, driven by its own loop thread; the main thread
+only waits for signals and supervises the embedded broker. The systemd watchdog is pinged
 from the first role's loop, and only while every role loop keeps turning.
 """
 
@@ -72,6 +72,7 @@ class Daemon:
             "tls_cert": cfg.broker.tls_cert,
             "tls_key": cfg.broker.tls_key,
             "tls_insecure": cfg.broker.tls_insecure,
+            "driven": True,
         }
         if "distributor" in self.roles:
             journal = Journal(
@@ -118,7 +119,7 @@ class Daemon:
         for t in self.transports:
             t.start(timeout=15)
         for t in self.transports:
-            if not t.subscribed.wait(10):
+            if not t.wait_subscribed(10):
                 raise BrokerError(f"broker at {endpoint} did not acknowledge subscriptions")
         self.endpoint = endpoint
         for role in self.roles:

@@ -1,9 +1,16 @@
 """The MQTT transport: the only module that imports paho.
 
-paho runs its network loop in its own thread; every callback here only hands a plain
-:class:`Message` (or event) to the owner's callable, so paho types never leak and no
-application work runs on the network thread. Subscriptions are (re)made in on_connect,
-so they come back after every reconnect.
+Two ways to run a connection. **Driven** (the daemon's roles): the owner's loop thread
+calls :meth:`Transport.poll` each turn, which sends everything queued in one write, waits
+for the broker (or a :meth:`Transport.wake` from another thread), and reads; messages are
+delivered on that same thread, so there is no hand-off between threads per message and
+no wake-up write per publish. **Threaded** (the CLI and other short-lived clients):
+paho's own network thread, started by ``loop_start``.
+
+Either way paho reads and writes through a :class:`~clawd.sockbuf.BufferedSocket`, one
+system call for many packets, and every callback only hands a plain :class:`Message` (or
+event) to the owner's callable, so paho types never leak. Subscriptions are (re)made in
+on_connect, so they come back after every reconnect.
 """
 
 from __future__ import annotations
@@ -11,13 +18,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import select
 import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
@@ -27,6 +36,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from clawd.errors import BrokerError
+from clawd.sockbuf import BufferedSocket
 
 log = logging.getLogger("clawd.transport")
 
@@ -35,6 +45,10 @@ MAX_QUEUED = 100_000
 
 #: CONNACK reason codes that retrying cannot fix: bad credentials, banned, bad client id
 FATAL_REFUSALS = {0x85, 0x86, 0x87, 0x8A, 0x8C}
+#: how often a driven connection runs keepalive and timeout checks, seconds
+MISC_EVERY = 0.25
+#: reconnect backoff cap, seconds (the first retry after a lost connection is jittered)
+MAX_BACKOFF = 30.0
 AUTH_HINT = (
     "check [broker] username and the password (password_file, or the systemd credential "
     "broker-password)"
@@ -136,6 +150,15 @@ class Options:
     #: QoS>0 messages in flight towards the broker; 0 = as many as the broker's receive
     #: maximum allows (paho rescans its window on every PUBACK, so a large one is slow)
     max_inflight: int = 0
+    #: the owner drives the connection with poll() instead of paho's network thread
+    driven: bool = False
+
+
+class _Client(mqtt.Client):
+    """paho's client, reading and writing through a :class:`BufferedSocket`."""
+
+    def _create_socket(self) -> Any:
+        return BufferedSocket(super()._create_socket())
 
 
 class Transport:
@@ -163,7 +186,7 @@ class Transport:
         #: set when the first connection succeeded or failed in a way retrying cannot fix
         self._settled = threading.Event()
         self._ever_connected = False
-        c = mqtt.Client(
+        c = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=options.client_id,
             protocol=mqtt.MQTTv5,
@@ -187,6 +210,19 @@ class Transport:
         c.on_socket_open = self._handle_socket_open
         c.on_connect_fail = self._handle_connect_fail
         self._client = c
+        self.driven = options.driven
+        if self.driven:
+            # with this set, paho queues packets instead of writing each one: poll() does
+            c.on_socket_register_write = self._handle_queued
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+            self._wake_fd = self._wake_r.fileno()
+            self._woken = False
+            self._owner: int | None = None
+            self._next_attempt = 0.0
+            self._backoff = 0.0
+            self._next_misc = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -205,15 +241,31 @@ class Transport:
             )
         except (OSError, ValueError) as exc:
             raise BrokerError(f"cannot connect to broker at {self.endpoint}: {exc}") from None
-        self._client.loop_start()
+        if not self.driven:
+            self._client.loop_start()
         if timeout is None:
             return
         # settles early on a refusal retrying cannot fix (bad credentials, TLS verification)
-        self._settled.wait(timeout)
+        self._wait(self._settled, timeout)
         if not self.connected.is_set():
             why = self._refused or f"no answer within {timeout:g}s"
             self.stop()
             raise BrokerError(f"cannot connect to broker at {self.endpoint}: {why}")
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Wait until the broker acknowledged the subscriptions (polling, when driven)."""
+        return self._wait(self.subscribed, timeout)
+
+    def _wait(self, event: threading.Event, timeout: float) -> bool:
+        if not self.driven:
+            return event.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while not event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.poll(min(left, 0.05))
+        return True
 
     def stop(self, *, will: bool = False) -> None:
         """Disconnect cleanly (``will=True`` asks the broker to publish the Last Will)."""
@@ -227,7 +279,116 @@ class Transport:
             self._client.disconnect(reasoncode=rc, properties=props)
         else:
             self._client.disconnect()
-        self._client.loop_stop()
+        if not self.driven:
+            self._client.loop_stop()
+            return
+        sock = self._sock()
+        if sock is not None:
+            self._write(sock)  # the DISCONNECT; paho closes the socket once it is out
+            self._client._sock_close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- driving the connection (driven mode) --------------------------------------------
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """One turn of a driven connection: send what is queued, wait up to ``timeout``
+        seconds for the broker or a :meth:`wake`, read what arrived (``on_message`` runs
+        here, on this thread), keep the connection alive, and reconnect when it is due.
+
+        One turn reads at most one buffer's worth (64 KiB), so a flood of messages comes
+        in batches the owner can handle between two turns.
+        """
+        c = self._client
+        self._owner = threading.get_ident()
+        if c.socket() is None:
+            if not self._closing and time.monotonic() >= self._next_attempt:
+                self._reconnect()
+            if c.socket() is None:
+                wait = min(timeout, max(0.0, self._next_attempt - time.monotonic()))
+                self._sleep(wait)
+                return
+        sock = self._sock()
+        if sock is None:
+            return
+        self._write(sock)
+        if self._sock() is not sock:
+            return  # writing found the connection broken
+        ready = sock.pending() > 0 or sock.error is not None
+        fd, wake = sock.fileno(), self._wake_fd
+        try:
+            r, w, _ = select.select(
+                [fd, wake], [fd] if sock.unsent else [], [], 0.0 if ready else timeout
+            )
+        except (OSError, ValueError):
+            r, w = [], []
+        if self._woken or wake in r:
+            self._drain_wake()
+        if w:
+            sock.flush()
+        if ready or fd in r:
+            sock.fills = 1
+            try:
+                while c.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    if self._sock() is not sock or not sock.buffered:
+                        break
+            finally:
+                sock.fills = 0
+        now = time.monotonic()
+        if now >= self._next_misc and c.socket() is not None:
+            self._next_misc = now + MISC_EVERY
+            c.loop_misc()
+
+    def flush(self) -> None:
+        """Send everything queued now, rather than at the start of the next poll()."""
+        sock = self._sock()
+        if self.driven and sock is not None:
+            self._write(sock)
+
+    def _sock(self) -> BufferedSocket | None:
+        return cast(BufferedSocket | None, self._client.socket())
+
+    def wake(self) -> None:
+        """Make the owner's poll() return now; safe from any thread."""
+        if not self._woken:
+            self._woken = True
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")
+
+    def _drain_wake(self) -> None:
+        # cleared before the owner looks at its work, so a wake() from now on is seen
+        self._woken = False
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+
+    def _sleep(self, timeout: float) -> None:
+        if timeout > 0 and not self._woken:
+            with contextlib.suppress(OSError, ValueError):
+                select.select([self._wake_r], [], [], timeout)
+        self._drain_wake()
+
+    def _write(self, sock: BufferedSocket) -> None:
+        sock.batch = True
+        if self._client.want_write():
+            self._client.loop_write()  # paho's packets into the socket's buffer
+        if sock.unsent:
+            sock.flush()  # one send for all of them
+
+    def _reconnect(self) -> None:
+        """Open a new connection (the CONNECT goes out with the next write)."""
+        try:
+            self._client.reconnect()
+        except (OSError, ValueError) as exc:
+            self._connect_failed(self._client, exc)
+            self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))
+            self._next_attempt = time.monotonic() + self._backoff
+
+    def _handle_queued(self, client: Any, userdata: Any, sock: Any) -> None:
+        # a publish from another thread (a handler's progress report) must not wait for
+        # the owner's next turn
+        if self._owner is not None and threading.get_ident() != self._owner:
+            self.wake()
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -280,7 +441,9 @@ class Transport:
     def _handle_connect_fail(self, client: Any, userdata: Any) -> None:
         # paho calls this from inside its ``except OSError`` around the socket connect and
         # TLS handshake, so the exception is still in hand: keep it for the error message
-        exc = sys.exc_info()[1]
+        self._connect_failed(client, sys.exc_info()[1])
+
+    def _connect_failed(self, client: Any, exc: BaseException | None) -> None:
         fatal = False
         if isinstance(exc, ssl.SSLCertVerificationError):
             why = (
@@ -320,6 +483,8 @@ class Transport:
             return
         self._ever_connected = True
         self._refused = None
+        if self.driven:
+            self._backoff = 0.0
         subs = self.options.subscriptions
         if subs:
             result, mid = client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in subs])
@@ -356,11 +521,19 @@ class Transport:
                 "the certificate it requires (set tls_cert and tls_key)"
             )
         if not was_up:
-            # a failed attempt (e.g. refused after a credential change): paho's backoff
+            # a failed attempt (e.g. refused after a credential change): the backoff
             # keeps doubling up to 30 s; resetting it here would retry every second forever
+            if self.driven:
+                self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))
+                self._next_attempt = time.monotonic() + self._backoff
             return
         # jitter the next reconnect so a fleet does not stampede a restarted broker
-        client.reconnect_delay_set(min_delay=random.uniform(0.2, 1.0), max_delay=30)
+        first = random.uniform(0.2, 1.0)
+        if self.driven:
+            self._backoff = first
+            self._next_attempt = time.monotonic() + first
+        else:
+            client.reconnect_delay_set(min_delay=first, max_delay=int(MAX_BACKOFF))
         log.warning("disconnected from %s: %s; reconnecting", self.endpoint, rc)
         self._on_state(False, str(rc))
 

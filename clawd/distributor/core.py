@@ -1,16 +1,15 @@
 """The distributor's loop: submissions in, dispatch out, outcomes back, results out.
 
-All state changes happen on one thread (``run_once``); paho's thread only enqueues
-messages. One turn of the loop handles every message that arrived, commits the journal
-once (group commit), and only then acknowledges submissions and publishes results, so
-nothing is promised before it is durable.
+All state changes happen on one thread (``run_once``), which also drives the MQTT
+connection: one turn reads what arrived (up to one 64 KiB read), handles every message,
+commits the journal once (group commit), and only then acknowledges submissions and
+publishes results, so nothing is promised before it is durable.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-import queue
 import random
 import time
 from collections import deque
@@ -32,9 +31,6 @@ from clawd.transport import Message
 
 log = logging.getLogger("clawd.distributor")
 
-#: messages handled per loop turn: big enough for group commit to pay, small enough that
-#: a burst of submissions does not hold back dispatching
-MAX_TURN = 500
 #: MQTT session expiry for the distributor: submissions wait this long while it is down
 SESSION_EXPIRY = 7 * 24 * 3600
 
@@ -47,7 +43,7 @@ class Distributor:
         self.plugins = plugins
         self.journal = journal
         self.topics = Topics(config.broker.prefix)
-        self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self.inbox: deque[Message] = deque()
         self.registry = Registry()
         self.types: set[str] = set(plugins.handlers)
         self.lanes = LaneScheduler({n: lc.weight for n, lc in config.lanes.items()})
@@ -98,8 +94,8 @@ class Distributor:
         self.transport = transport
 
     def on_message(self, msg: Message) -> None:
-        """Called on paho's thread: only enqueue."""
-        self.inbox.put(msg)
+        """Called from the transport's poll(), on this loop's thread."""
+        self.inbox.append(msg)
 
     def recover(self) -> int:
         """Load every queued task from the journal (after a restart)."""
@@ -119,20 +115,11 @@ class Distributor:
         """Handle what arrived (waiting up to ``timeout``), commit, acknowledge, dispatch."""
         if self.pending_reload is not None:
             self._apply_reload(*self.pending_reload)
-        handled = 0
-        try:
-            msg = self.inbox.get(timeout=timeout)
-        except queue.Empty:
-            msg = None
-        while msg is not None:
-            self._handle(msg)
-            handled += 1
-            if handled >= MAX_TURN:
-                break
-            try:
-                msg = self.inbox.get_nowait()
-            except queue.Empty:
-                msg = None
+        inbox = self.inbox
+        self.transport.poll(0.0 if inbox else timeout)
+        handled = len(inbox)
+        while inbox:
+            self._handle(inbox.popleft())
         now = time.monotonic()
         if now >= self._next_tick:
             self._tick(now)
@@ -157,6 +144,7 @@ class Distributor:
         for mid, qos in self._acks:
             tr.ack(mid, qos)
         self._acks.clear()
+        tr.flush()
 
     def _publish(self, topic: str, payload: bytes, **kw: Any) -> None:
         self._out.append((topic, payload, kw))

@@ -3,18 +3,19 @@
 The worker publishes a retained status on ``<prefix>/workers/<id>`` with a Last Will
 that flips it to offline, so the distributor notices a dead worker within seconds. Its
 reports (outcomes, plus the ids it is still running) go to ``<prefix>/_/done/<id>`` from
-this loop, never from paho's thread: when the loop wedges, the reports stop and the
-distributor requeues its tasks when their leases run out.
+this loop, which also drives the MQTT connection: when the loop wedges, the reports and
+keepalives stop, and the distributor requeues its tasks when their leases run out.
+Handlers run on a pool; a finished one wakes the loop.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 import msgspec
@@ -49,7 +50,8 @@ class Worker:
         self._next_scale = 0.0
         self._peak = 0
         self.session = uuid.uuid4().hex[:12]
-        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: grants (Message) from poll(), finished tasks (tuples) from the pool's threads
+        self.inbox: deque[Any] = deque()
         self.pool = Pool(high)
         #: task id -> (attempt, ctx, deadline or None)
         self.running: dict[str, tuple[int, TaskContext, float | None]] = {}
@@ -100,8 +102,8 @@ class Worker:
         self.transport.publish(self.topics.worker(self.id), self.status("online"), retain=True)
 
     def on_message(self, msg: Message) -> None:
-        """Called on paho's thread: only enqueue."""
-        self.inbox.put(msg)
+        """Called from the transport's poll(), on this loop's thread."""
+        self.inbox.append(msg)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -110,12 +112,11 @@ class Worker:
             self.config, self.plugins = self.pending_reload
             self.pending_reload = None
             self.announce()  # handlers may have changed
+        inbox = self.inbox
+        self.transport.poll(0.0 if inbox else timeout)
         handled = 0
-        try:
-            item = self.inbox.get(timeout=timeout)
-        except queue.Empty:
-            item = None
-        while item is not None:
+        while inbox:
+            item = inbox.popleft()
             handled += 1
             if isinstance(item, Message):
                 if item.topic == self.topics.metrics:
@@ -124,10 +125,6 @@ class Worker:
                     self._grant(item.payload)
             else:
                 self._done(*item)
-            try:
-                item = self.inbox.get_nowait()
-            except queue.Empty:
-                item = None
         now = time.monotonic()
         self._expire(now)
         if self.scaler.enabled and now >= self._next_scale:
@@ -206,7 +203,8 @@ class Worker:
         self._peak = max(self._peak, len(self.running))
 
         def done(task_id: str, out: Outcome, seconds: float) -> None:
-            self.inbox.put((task_id, task.attempt, out, seconds, ctx))
+            self.inbox.append((task_id, task.attempt, out, seconds, ctx))
+            self.transport.wake()
 
         def before() -> None:
             self.plugins.notify("clawd_before_task", task=ctx, worker_id=self.id)

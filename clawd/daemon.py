@@ -76,7 +76,9 @@ class Daemon:
         }
         if "distributor" in self.roles:
             journal = Journal(
-                cfg.state_path / "journal.db", fsync=cfg.daemon.journal_sync == "full"
+                cfg.state_path / "journal.db",
+                fsync=cfg.daemon.journal_sync == "full",
+                checkpointer=True,
             )
             d = self.distributor = Distributor(cfg, self.plugins, journal)
             if cfg.metrics.prometheus_port:

@@ -56,6 +56,8 @@ class Distributor:
         self.breakers = Breakers(config.breakers, on_change=self._breaker_changed)
         self.transport: Any = None
         self._acks: list[tuple[int, int]] = []
+        #: the turn's valid submissions: (task, reply, id chosen by the producer)
+        self._admitting: list[tuple[Task, list[Any] | None, bool]] = []
         self._out: list[tuple[str, bytes, dict[str, Any]]] = []
         #: tracked result publishes, in order, until the broker acknowledges them
         self._deliveries: deque[tuple[str, Any]] = deque()
@@ -120,6 +122,8 @@ class Distributor:
         handled = len(inbox)
         while inbox:
             self._handle(inbox.popleft())
+        if self._admitting:
+            self._admit()
         now = time.monotonic()
         if now >= self._next_tick:
             self._tick(now)
@@ -222,25 +226,35 @@ class Distributor:
             if msg.response_topic
             else None
         )
-        if task.id in self.entries:
-            return  # already open: it will produce its one result
-        # an id clawd generated is new by construction: only a producer's id needs a lookup
-        known = self.journal.lookup(task.id) if b'"id"' in msg.payload else None
-        if known is not None:
-            state, result = known
-            if result is not None:  # idempotent: the stored outcome stands
-                self._publish_result(result, reply, track=False)
-            return
-        self.journal.add(task, reply)
-        self.metrics.count("submitted")
-        entry = Entry(task, reply)
-        self.entries[task.id] = entry
-        lane = self.lanes.lanes[task.lane]
-        if lane.spilled or len(lane.queue) >= WINDOW:
-            # the journal holds it; it is paged back in order when the lane drains
-            lane.spilled = True
-            del self.entries[task.id]
-        else:
+        # an id clawd generated is new by construction: only a producer's id is looked up
+        self._admitting.append((task, reply, b'"id"' in msg.payload))
+
+    def _admit(self) -> None:
+        """Queue the turn's valid submissions, in order, with one journal lookup for all
+        the producer-chosen ids: a known id is not run again."""
+        subs, self._admitting = self._admitting, []
+        entries = self.entries
+        known = self.journal.lookup_many(
+            [t.id for t, _, chosen in subs if chosen and t.id not in entries]
+        )
+        for task, reply, _ in subs:
+            if task.id in entries:
+                continue  # already open: it will produce its one result
+            done = known.pop(task.id, None)
+            if done is not None:
+                state, result = done
+                if result is not None:  # idempotent: the stored outcome stands
+                    self._publish_result(result, reply, track=False)
+                continue
+            self.journal.add(task, reply)
+            self.metrics.count("submitted")
+            lane = self.lanes.lanes[task.lane]
+            if lane.spilled or len(lane.queue) >= WINDOW:
+                # the journal holds it; it is paged back in order when the lane drains
+                lane.spilled = True
+                continue
+            entry = Entry(task, reply)
+            entries[task.id] = entry
             self.lanes.push(entry)
 
     def _breaker_changed(self, key: str, old: str, new: str) -> None:

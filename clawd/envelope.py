@@ -199,7 +199,9 @@ def _json_hint(payload: bytes) -> str:
 
 # ``"type"`` and the like as raw bytes: a field can only repeat if its quoted name does,
 # unless a name is spelt with \u escapes; anything else skips the slow check
-_FIELD_TOKENS = tuple(f'"{name}"'.encode() for name in Envelope.__struct_fields__)
+_FIELD_TOKENS = re.compile(
+    b'"(' + b"|".join(re.escape(n.encode()) for n in Envelope.__struct_fields__) + b')"'
+)
 _LONE_SURROGATE = re.compile(
     rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
     rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
@@ -208,7 +210,10 @@ _NON_FINITE = re.compile(rb"(?<![\w\"])-?(?:NaN|Infinity)\b")
 
 
 def _may_repeat_fields(payload: bytes) -> bool:
-    return b"\\u" in payload or any(payload.count(t) > 1 for t in _FIELD_TOKENS)
+    if b"\\u" in payload:
+        return True
+    names = _FIELD_TOKENS.findall(payload)
+    return len(names) != len(set(names))
 
 
 def _duplicate_field(payload: bytes) -> str | None:

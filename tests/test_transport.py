@@ -1,0 +1,261 @@
+"""The transport: the buffered socket under paho, and a connection driven from its owner's
+thread, against a real mosquitto."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from clawd.sockbuf import FILL, BufferedSocket
+from clawd.transport import Endpoint, Message, Options, Transport
+from tests.conftest import Broker
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[BufferedSocket, socket.socket]]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    yield BufferedSocket(a), b
+    a.close()
+    b.close()
+
+
+def wait_readable(sock: BufferedSocket) -> None:
+    import select
+
+    select.select([sock.fileno()], [], [], 5)
+
+
+# -- BufferedSocket ------------------------------------------------------------------------
+
+
+def test_small_reads_are_served_from_one_fill(pair) -> None:
+    sock, peer = pair
+    peer.sendall(b"".join(bytes([i]) * 10 for i in range(50)))
+    wait_readable(sock)
+    sock.fills = 1  # one system call allowed
+    got = [sock.recv(1) + sock.recv(9) for _ in range(50)]
+    assert got == [bytes([i]) * 10 for i in range(50)]
+    assert sock.buffered == 0
+    with pytest.raises(BlockingIOError):  # the fill was used: no second recv
+        sock.recv(1)
+
+
+def test_a_read_larger_than_the_buffer_returns_what_there_is(pair) -> None:
+    sock, peer = pair
+    peer.sendall(b"abcdef")
+    wait_readable(sock)
+    assert sock.recv(2) == b"ab"
+    assert sock.pending() == 4
+    assert sock.recv(100) == b"cdef"
+    with pytest.raises(BlockingIOError):  # nothing more: the socket would block
+        sock.recv(1)
+    peer.close()
+    wait_readable(sock)
+    assert sock.recv(1) == b""  # end of stream, as paho expects it
+
+
+def test_batched_writes_leave_in_one_send_in_order(pair) -> None:
+    sock, peer = pair
+    sock.batch = True
+    for i in range(100):
+        assert sock.send(b"%03d" % i) == 3
+    peer.setblocking(False)
+    with pytest.raises(BlockingIOError):  # nothing left yet
+        peer.recv(10)
+    assert sock.unsent == 300
+    assert sock.flush()
+    peer.setblocking(True)
+    data = b""
+    while len(data) < 300:
+        data += peer.recv(4096)
+    assert data == b"".join(b"%03d" % i for i in range(100))
+
+
+def test_a_full_socket_keeps_the_rest_until_it_drains(pair) -> None:
+    sock, peer = pair
+    sock.batch = True
+    blob = bytes(range(256)) * 40_000  # ~10 MB: more than the socket buffers hold
+    sock.send(blob)
+    assert sock.flush() is False
+    assert 0 < sock.unsent < len(blob)
+    received = bytearray()
+    peer.settimeout(5)
+    while len(received) < len(blob):
+        received += peer.recv(1 << 20)
+        sock.flush()
+    assert sock.unsent == 0
+    assert bytes(received) == blob
+
+
+def test_a_broken_connection_is_reported_by_the_next_read(pair) -> None:
+    sock, peer = pair
+    peer.close()
+    sock.batch = True
+    sock.send(b"x" * 1000)
+    assert sock.flush()  # nothing to wait for: the connection is gone
+    assert isinstance(sock.error, BrokenPipeError)
+    assert sock.unsent == 0
+    with pytest.raises(OSError):
+        sock.recv(1)
+    with pytest.raises(OSError):
+        sock.send(b"z")
+
+
+def test_close_sends_what_is_left(pair) -> None:
+    sock, peer = pair
+    sock.batch = True
+    sock.send(b"bye")
+    sock.close()
+    peer.settimeout(5)
+    assert peer.recv(10) == b"bye"
+
+
+# -- paho's property tables, shared ---------------------------------------------------------
+
+
+def test_properties_behave_as_paho_defines_them() -> None:
+    p = Properties(PacketTypes.PUBLISH)
+    p.ResponseTopic = "reply/here"
+    p.CorrelationData = b"\x01\x02"
+    p.MessageExpiryInterval = 30
+    p.UserProperty = [("k", "v")]
+    q = Properties(PacketTypes.PUBLISH)
+    q.unpack(p.pack())
+    assert (q.ResponseTopic, q.CorrelationData, q.MessageExpiryInterval) == (
+        "reply/here",
+        b"\x01\x02",
+        30,
+    )
+    assert q.UserProperty == [("k", "v")]
+    assert Properties(PacketTypes.PUBLISH).isEmpty()  # instances do not share values
+    q.clear()
+    assert q.isEmpty() and not p.isEmpty()
+    with pytest.raises(Exception, match="does not apply"):
+        Properties(PacketTypes.PUBACK).ResponseTopic = "x"
+
+
+# -- a driven connection --------------------------------------------------------------------
+
+
+def driven(broker: Broker, got: list[Message], **kw: object) -> Transport:
+    opts = Options(client_id=f"t-{time.monotonic_ns()}", driven=True, **kw)  # type: ignore[arg-type]
+    t = Transport(Endpoint("127.0.0.1", broker.port), opts, got.append)
+    t.start(timeout=10)
+    assert t.wait_subscribed(10)
+    return t
+
+
+def poll_until(t: Transport, cond, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        t.poll(0.05)
+
+
+def test_messages_are_delivered_on_the_polling_thread(broker: Broker) -> None:
+    got: list[Message] = []
+    threads: list[int] = []
+    t = driven(broker, got, subscriptions=[("in/#", 1)])
+    t._on_message = lambda m: (got.append(m), threads.append(threading.get_ident()))
+    subprocess.run(
+        ["mosquitto_pub", *broker.args, "-t", "in/a", "-m", "hello", "-q", "1"], check=True
+    )
+    poll_until(t, lambda: got)
+    assert got[0].topic == "in/a" and got[0].payload == b"hello" and got[0].qos == 1
+    assert threads == [threading.get_ident()]
+    t.stop()
+
+
+def test_a_publish_from_another_thread_wakes_a_waiting_poll(broker: Broker) -> None:
+    got: list[Message] = []
+    t = driven(broker, got, subscriptions=[("loop/#", 1)])
+    threading.Timer(0.2, lambda: t.publish("loop/x", b"from a thread")).start()
+    start = time.monotonic()
+    poll_until(t, lambda: got, timeout=5)
+    assert time.monotonic() - start < 2.0
+    assert got[0].payload == b"from a thread"
+    woke = time.monotonic()
+    threading.Timer(0.1, t.wake).start()
+    t.poll(5.0)  # returns on the wake, not after 5 s
+    assert time.monotonic() - woke < 2.0
+    t.stop()
+
+
+def test_one_poll_reads_at_most_one_buffer_and_nothing_is_lost(broker: Broker) -> None:
+    got: list[Message] = []
+    t = driven(broker, got, subscriptions=[("flood", 1)])
+    n, body = 3000, b"x" * 100  # ~400 KB with headers: several buffers' worth
+    sub = Transport(
+        Endpoint("127.0.0.1", broker.port), Options(client_id="flooder"), lambda m: None
+    )
+    sub.start(timeout=10)
+    last = None
+    for i in range(n):
+        last = sub.publish_tracked("flood", b"%05d" % i + body)
+    assert last is not None and last.wait(10)
+    sub.stop()
+    time.sleep(0.3)  # let everything reach this client's socket
+    t.poll(0)
+    assert 0 < len(got) < n
+    assert len(got) * len(body) <= FILL * 2
+    poll_until(t, lambda: len(got) == n)
+    assert [m.payload[:5] for m in got] == [b"%05d" % i for i in range(n)]
+    t.stop()
+
+
+def test_an_idle_driven_connection_is_kept_alive(broker: Broker) -> None:
+    got: list[Message] = []
+    t = driven(broker, got, keepalive=1, subscriptions=[("idle", 1)])
+    end = time.monotonic() + 3.5  # the broker drops a silent client after 1.5 keepalives
+    while time.monotonic() < end:
+        t.poll(0.2)
+    assert t.connected.is_set()
+    subprocess.run(["mosquitto_pub", *broker.args, "-t", "idle", "-m", "still here"], check=True)
+    poll_until(t, lambda: got)
+    t.stop()
+
+
+def test_a_driven_connection_comes_back_after_a_broker_restart(
+    broker: Broker, tmp_path: Path
+) -> None:
+    got: list[Message] = []
+    states: list[bool] = []
+    opts = Options(client_id="comeback", driven=True, subscriptions=[("back", 1)])
+    t = Transport(
+        Endpoint("127.0.0.1", broker.port), opts, got.append, lambda up, why: states.append(up)
+    )
+    t.start(timeout=10)
+    assert t.wait_subscribed(10)
+    broker.stop()
+    poll_until(t, lambda: not t.connected.is_set())
+    broker.start()
+    poll_until(t, lambda: t.subscribed.is_set(), timeout=40)
+    subprocess.run(["mosquitto_pub", *broker.args, "-t", "back", "-m", "again"], check=True)
+    poll_until(t, lambda: got)
+    assert states == [True, False, True]
+    t.stop()
+
+
+def test_stop_with_will_makes_the_broker_publish_it(broker: Broker) -> None:
+    from clawd.transport import Will
+
+    watcher = subprocess.Popen(
+        ["mosquitto_sub", *broker.args, "-t", "wills/#", "-C", "1", "-W", "10"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.3)
+    got: list[Message] = []
+    t = driven(broker, got, will=Will("wills/me", b"gone", retain=False))
+    t.stop(will=True)
+    out, _ = watcher.communicate(timeout=15)
+    assert out.strip() == "gone"

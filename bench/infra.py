@@ -165,6 +165,7 @@ class ClawdProcess:
             self.notify.wait_for("READY=1", self.proc, timeout)
         except RuntimeError as exc:
             raise RuntimeError(f"{self.name}: {exc}:\n{self.output()}") from None
+        self.notify.follow()  # a socket nobody reads would make clawd drop its STATUS lines
 
     def output(self) -> str:
         try:

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import subprocess
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -19,8 +20,10 @@ import sdnotify
 
 log = logging.getLogger("clawd.systemd")
 
-# Seconds a notification may block. PID 1 drains its socket quickly; if it ever stalls,
-# the main loop must not stall with it (a blocked loop would then miss its own pings).
+# Seconds a state change (READY, RELOADING, STOPPING) may block. PID 1 drains its socket
+# quickly; if it ever stalls, the loop must not stall with it. STATUS lines and watchdog
+# pings, sent from the working loop, never wait: a full socket drops them (a datagram
+# socket holds only net.unix.max_dgram_qlen, 10 by default, unread messages).
 _SEND_TIMEOUT = 1.0
 
 
@@ -55,7 +58,6 @@ class Notifier:
                     # On a failed connect sdnotify drops its socket unclosed; not ours to fix.
                     warnings.simplefilter("ignore", ResourceWarning)
                     self._sd = sdnotify.SystemdNotifier(debug=True)
-                self._sd.socket.settimeout(_SEND_TIMEOUT)
             except Exception as exc:
                 self._sd = None
                 self._fail(exc)
@@ -94,7 +96,7 @@ class Notifier:
 
     def status(self, text: str) -> None:
         """Set the one-line status shown by ``systemctl status``."""
-        self._send(None, text)
+        self._send(None, text, wait=False)
 
     def reloading(self) -> None:
         """Announce a configuration reload; follow with :meth:`ready` when it is done.
@@ -115,7 +117,7 @@ class Notifier:
     def watchdog(self) -> None:
         """Ping the watchdog unconditionally. Prefer :meth:`maybe_watchdog` in the loop."""
         self._last_ping = time.monotonic()
-        self._send("WATCHDOG=1", None)
+        self._send("WATCHDOG=1", None, wait=False)
 
     def watchdog_due(self, now: float | None = None) -> bool:
         """True when a watchdog is configured and half its timeout has passed since the last ping.
@@ -142,7 +144,7 @@ class Notifier:
         self.watchdog()
         return True
 
-    def _send(self, fields: str | None, status: str | None) -> None:
+    def _send(self, fields: str | None, status: str | None, *, wait: bool = True) -> None:
         # After a failure keep trying: one lost datagram (a timeout) must not silence the
         # watchdog for good. Only the log line is once-only.
         if self._sd is None:
@@ -154,6 +156,7 @@ class Notifier:
         # whose Latin-1 encoding is exactly our UTF-8 bytes.
         payload = "\n".join(lines).encode("utf-8").decode("latin-1")
         try:
+            self._sd.socket.settimeout(_SEND_TIMEOUT if wait else 0.0)
             self._sd.notify(payload)
         except Exception as exc:
             self._fail(exc)
@@ -181,6 +184,8 @@ class NotifyListener:
         self.sock.bind(str(path))
         #: every datagram received so far
         self.messages: list[str] = []
+        self._closed = False
+        self._follower: threading.Thread | None = None
 
     def wait_for(self, field: str, proc: subprocess.Popen[bytes], timeout: float) -> str:
         """The first datagram with ``field`` (e.g. ``READY=1``) as one of its lines.
@@ -201,5 +206,25 @@ class NotifyListener:
                 return data
         raise RuntimeError(f"no {field} from clawd within {timeout:g} s")
 
+    def follow(self) -> None:
+        """Keep receiving on a thread from now on, as systemd does: a socket nobody reads
+        fills after ``net.unix.max_dgram_qlen`` datagrams."""
+
+        def drain() -> None:
+            self.sock.settimeout(0.2)
+            while not self._closed:
+                try:
+                    self.messages.append(self.sock.recv(4096).decode())
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+
+        self._follower = threading.Thread(target=drain, name="notify-listener", daemon=True)
+        self._follower.start()
+
     def close(self) -> None:
+        self._closed = True
+        if self._follower is not None:
+            self._follower.join(1)
         self.sock.close()

@@ -229,3 +229,46 @@ def test_unreachable_socket_at_start_is_logged_once(
     assert n.enabled
     assert "NOTIFY_SOCKET" not in os.environ
     assert len([r for r in caplog.records if r.name == "clawd.systemd"]) == 1
+
+
+def test_a_full_socket_drops_status_and_pings_instead_of_stalling_the_loop(
+    notifier: Notifier, systemd: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # nobody reads: the socket holds net.unix.max_dgram_qlen (10 by default) datagrams
+    start = time.monotonic()
+    for i in range(40):
+        notifier.status(f"turn {i}")
+        notifier.watchdog()
+    assert time.monotonic() - start < 0.5  # a blocking send would take a second each
+    first = systemd.recv(4096).decode()
+    assert first == "STATUS=turn 0"
+
+
+def test_a_followed_listener_keeps_receiving(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import subprocess
+    import sys
+
+    from clawd.systemd import NotifyListener
+
+    path = tmp_path_factory.mktemp("sd") / "n"
+    listener = NotifyListener(path)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nfrom clawd.systemd import Notifier\n"
+            "n = Notifier(); n.ready('up'); time.sleep(0.5)\n"
+            "for i in range(50): n.status(f'line {i}'); time.sleep(0.01)\n"
+            "n.stopping()",
+        ],
+        env={**os.environ, "NOTIFY_SOCKET": str(path)},
+    )
+    listener.wait_for("READY=1", child, 10)
+    listener.follow()
+    child.wait(10)
+    deadline = time.monotonic() + 5
+    while "STOPPING=1" not in listener.messages and time.monotonic() < deadline:
+        time.sleep(0.02)
+    listener.close()
+    assert listener.messages[-1] == "STOPPING=1"
+    assert sum(m.startswith("STATUS=line") for m in listener.messages) == 50

@@ -338,16 +338,14 @@ class Transport:
         """
         c = self._client
         self._owner = threading.get_ident()
-        if c.socket() is None:
-            if not self._closing and time.monotonic() >= self._next_attempt:
-                self._reconnect()
-            if c.socket() is None:
-                wait = min(timeout, max(0.0, self._next_attempt - time.monotonic()))
-                self._sleep(wait)
-                return
         sock = self._sock()
         if sock is None:
-            return
+            if not self._closing and time.monotonic() >= self._next_attempt:
+                self._reconnect()
+            sock = self._sock()
+            if sock is None:
+                self._sleep(min(timeout, max(0.0, self._next_attempt - time.monotonic())))
+                return
         self._write(sock)
         if self._sock() is not sock:
             return  # writing found the connection broken
@@ -387,7 +385,7 @@ class Transport:
 
     def wake(self) -> None:
         """Make the owner's poll() return now; safe from any thread."""
-        if not self._woken:
+        if self.driven and not self._woken:
             self._woken = True
             with contextlib.suppress(OSError):
                 self._wake_w.send(b"\0")

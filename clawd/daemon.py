@@ -43,7 +43,9 @@ class Daemon:
         self.transports: list[Transport] = []
         self.loops: dict[str, float] = {}
         self.threads: list[threading.Thread] = []
-        self._reload = threading.Event()
+        #: set by the signal handlers, read by run()'s loop
+        self._stop_requested = False
+        self._reload_requested = False
         self.exit_code = 0
 
     # -- start ---------------------------------------------------------------------------
@@ -172,17 +174,24 @@ class Daemon:
 
     # -- run until stopped ---------------------------------------------------------------
 
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # only plain assignments: a handler that took a lock (Event.set) would deadlock
+        # when a second signal lands while the first handler holds it
+        if signum == signal.SIGHUP:
+            self._reload_requested = True
+        else:
+            self._stop_requested = True
+
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
         try:
             self.start()
-            while not self.stop_event.wait(0.5):
+            while not self._stop_requested and not self.stop_event.wait(0.1):
                 if self.broker is not None:
                     self.broker.check()
-                if self._reload.is_set():
-                    self._reload.clear()
+                if self._reload_requested:
+                    self._reload_requested = False
                     self.reload()
         finally:
             self.shutdown()

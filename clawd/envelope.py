@@ -172,7 +172,9 @@ def parse_submission(
 
 
 def _envelope_error(exc: Exception, payload: bytes) -> str:
-    if isinstance(exc, UnicodeDecodeError):
+    # judged on the payload, not on the wording or class of msgspec's error (0.23 reports
+    # bad UTF-8 as a DecodeError, 0.22 as a UnicodeDecodeError)
+    if isinstance(exc, UnicodeDecodeError) or not _is_utf8(payload):
         return _utf8_error(payload)
     if not isinstance(exc, msgspec.ValidationError):
         if not isinstance(exc, RecursionError) and _LONE_SURROGATE.search(payload):
@@ -255,6 +257,14 @@ def _raw_input(stripped: bytes, payload: bytes) -> Any:
         return payload.decode("utf-8")
     except UnicodeDecodeError:
         raise Rejected(_utf8_error(payload)) from None
+
+
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _utf8_error(payload: bytes) -> str:

@@ -110,8 +110,15 @@ class Delivery:
 
     @property
     def acknowledged(self) -> bool:
-        """True once the broker acknowledged it (PUBACK): the broker owns it now."""
-        return bool(self._info.is_published())
+        """True once the broker acknowledged it (PUBACK): the broker owns it now.
+
+        A publish made while the link was down is pending, not an error: the outbox sends
+        it again once the link is back.
+        """
+        try:
+            return bool(self._info.is_published())
+        except (RuntimeError, ValueError):
+            return False
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for the acknowledgement; True when it came."""

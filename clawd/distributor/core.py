@@ -193,8 +193,12 @@ class Distributor:
             ValueError,
             TypeError,
             KeyError,
+            AttributeError,
         ) as exc:
             self._error(f"unreadable message: {exc}", msg.topic, msg.payload)
+        except Exception as exc:  # one message never ends the loop
+            log.exception("handling a message on %s failed", msg.topic)
+            self._error(f"message could not be handled: {exc!r}", msg.topic, msg.payload)
         finally:
             if kind != "tasks":
                 self._acks.append((msg.mid, msg.qos))

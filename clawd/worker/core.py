@@ -118,13 +118,16 @@ class Worker:
         while inbox:
             item = inbox.popleft()
             handled += 1
-            if isinstance(item, Message):
-                if item.topic == self.topics.metrics:
-                    self._observe_backlog(item.payload)
+            try:
+                if isinstance(item, Message):
+                    if item.topic == self.topics.metrics:
+                        self._observe_backlog(item.payload)
+                    else:
+                        self._grant(item.payload)
                 else:
-                    self._grant(item.payload)
-            else:
-                self._done(*item)
+                    self._done(*item)
+            except Exception:  # one message never ends the loop
+                log.exception("handling %r failed", getattr(item, "topic", item))
         now = time.monotonic()
         self._expire(now)
         if self.scaler.enabled and now >= self._next_scale:

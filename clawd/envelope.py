@@ -9,12 +9,13 @@ from __future__ import annotations
 import difflib
 import json
 import re
-import time
 import uuid
 from collections.abc import Set as AbstractSet
 from typing import Annotated, Any
 
 import msgspec
+
+from clawd import clock
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
@@ -301,7 +302,7 @@ def _build(
     for req in env.requires:
         if not NAME_PATTERN.match(req):
             raise Rejected(f"invalid capability in requires: {req[:60]!r}")
-    now = time.time() if now is None else now
+    now = clock.wall() if now is None else now
     ttls = [t for t in (env.ttl, expiry) if t]
     return Task(
         id=task_id,
@@ -330,7 +331,7 @@ def result_doc(
     started_at: float | None = None,
 ) -> dict[str, Any]:
     """The terminal result document of DESIGN.md section 2."""
-    finished = time.time() if finished_at is None else finished_at
+    finished = clock.wall() if finished_at is None else finished_at
     doc: dict[str, Any] = {
         "id": task.id,
         "type": task.type,

@@ -12,14 +12,20 @@ clock is injected, state moves only when a method is called.
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from clawd import clock
 from clawd.config import BreakerConfig
 
 Clock = Callable[[], float]
+
+
+def _monotonic() -> float:
+    return clock.monotonic()  # read at call time: a simulation may swap the clock
+
+
 #: ``on_change(key, old, new)``: key is "type/<type>", "worker/<id>/<type>" or "eject/<id>"
 OnChange = Callable[[str, str, str], None]
 #: a repeated ejection lasts at most this many times ``eject_seconds``
@@ -38,7 +44,7 @@ class Breaker:
         key: str,
         cfg: BreakerConfig,
         *,
-        now: Clock = time.monotonic,
+        now: Clock | None = None,
         on_change: OnChange = _ignore,
         fleet: Callable[[], int] | None = None,
     ) -> None:
@@ -52,7 +58,7 @@ class Breaker:
         self.rejected = 0
         #: clock time of the last opening; None while it never opened
         self.opened_at: float | None = None
-        self._now = now
+        self._now: Clock = now or _monotonic
         self._on_change = on_change
         #: (failed, slow, worker) of the last calls; in half-open, of the probes only
         self._calls: deque[tuple[bool, bool, str]] = deque(maxlen=cfg.window)
@@ -152,7 +158,7 @@ class Breaker:
         }
         if self.opened_at is not None:
             age = self._now() - self.opened_at
-            doc["opened_at"] = round(time.time() - age, 3)
+            doc["opened_at"] = round(clock.wall() - age, 3)
             if self.state == "open":
                 doc["retry_in"] = round(self.cfg.open_seconds - age, 3)
         return doc
@@ -171,11 +177,11 @@ class Breakers:
         cfg: BreakerConfig,
         *,
         on_change: OnChange = _ignore,
-        now: Clock = time.monotonic,
+        now: Clock | None = None,
     ) -> None:
         self.cfg = cfg
         self._on_change = on_change
-        self._now = now
+        self._now: Clock = now or _monotonic
         #: "type/<type>" and "worker/<id>/<type>" -> its breaker
         self._all: dict[str, Breaker] = {}
         self._known: set[str] = set()

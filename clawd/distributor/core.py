@@ -11,12 +11,12 @@ from __future__ import annotations
 import heapq
 import logging
 import random
-import time
 from collections import deque
 from typing import Any
 
 import msgspec
 
+from clawd import clock
 from clawd.distributor import dispatch, liveness
 from clawd.distributor.breakers import Breakers
 from clawd.distributor.dispatch import WINDOW
@@ -124,7 +124,7 @@ class Distributor:
             self._handle(inbox.popleft())
         if self._admitting:
             self._admit()
-        now = time.monotonic()
+        now = clock.monotonic()
         if now >= self._next_tick:
             self._tick(now)
             self._next_tick = now + 0.5
@@ -184,7 +184,7 @@ class Distributor:
             elif kind == "progress" and len(levels) == 2:
                 e = self.entries.get(levels[1])
                 if e is not None and e.state == "running":
-                    e.lease_until = time.monotonic() + self.config.distributor.liveness_timeout
+                    e.lease_until = clock.monotonic() + self.config.distributor.liveness_timeout
             elif kind == "_" and levels[1:] == ["control"]:
                 self._control(decode(msg.payload))
         except (
@@ -264,7 +264,7 @@ class Distributor:
     def _breaker_changed(self, key: str, old: str, new: str) -> None:
         """A breaker changed state: retained on <prefix>/breakers/<key>, and the hook."""
         log.warning("breaker %s: %s -> %s", key, old, new)
-        doc = {"key": key, "state": new, "previous": old, "at": time.time()}
+        doc = {"key": key, "state": new, "previous": old, "at": clock.wall()}
         self._publish(f"{self.topics.prefix}/breakers/{key}", encode(doc), retain=True)
         self.plugins.notify("clawd_on_breaker_change", key=key, old=old, new=new)
 
@@ -294,12 +294,12 @@ class Distributor:
         delay = random.uniform(0, min(r.backoff_cap, r.backoff_base * 2 ** (e.attempt - 1)))
         e.state = "delayed"
         e.worker = None
-        heapq.heappush(self.delayed, (time.monotonic() + delay, e.task.id))
+        heapq.heappush(self.delayed, (clock.monotonic() + delay, e.task.id))
 
     def _requeue(self, e: Entry, *, front: bool = False) -> None:
         e.state = "queued"
         e.worker = None
-        e.enqueued_at = time.monotonic()
+        e.enqueued_at = clock.monotonic()
         self.lanes.push(e, front=front)
 
     def _finish(
@@ -352,7 +352,7 @@ class Distributor:
             "error": error,
             "attempts": e.attempt,
             "history": e.history,
-            "dead_at": time.time(),
+            "dead_at": clock.wall(),
         }
         self.journal.dead_letter(e.task.id, e.task.lane, reason, letter)
         self.metrics.count("dead")
@@ -414,7 +414,7 @@ class Distributor:
 
 
 def _rejected_doc(task_id: str, levels: list[str], error: str) -> dict[str, Any]:
-    now = time.time()
+    now = clock.wall()
     return {
         "id": task_id,
         "type": levels[2] if len(levels) > 2 else None,

@@ -9,10 +9,10 @@ in one message.
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from clawd import clock
 from clawd.distributor.entry import Entry
 from clawd.distributor.registry import WorkerState
 from clawd.envelope import Task, encode
@@ -35,8 +35,8 @@ def run(d: Distributor) -> None:
         return
     batches: dict[str, list[Task]] = defaultdict(list)
     blocked: set[str] = set()
-    now = time.monotonic()
-    wall = time.time()
+    now = clock.monotonic()
+    wall = clock.wall()
     lease = now + d.config.distributor.liveness_timeout
     while True:
         order = d.lanes.candidates(exclude=blocked)

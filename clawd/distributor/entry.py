@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from clawd import clock
 from clawd.envelope import Task
 
 
@@ -40,7 +40,7 @@ class Entry:
         self.state = "queued"  # queued | delayed | running
         self.worker: str | None = None
         self.lease_until = 0.0
-        self.enqueued_at = time.monotonic()
+        self.enqueued_at = clock.monotonic()
         self.seq = seq
         #: times the worker running this task vanished (poison detection)
         self.lost = 0
@@ -55,7 +55,7 @@ def attempt_record(
         "attempt": e.attempt,
         "worker": worker,
         "status": status,
-        "at": time.time(),
+        "at": clock.wall(),
     }
     if error:
         rec["error"] = error

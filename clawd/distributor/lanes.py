@@ -9,10 +9,10 @@ served first (aging): no task waits unboundedly behind heavier lanes.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Iterable
 
+from clawd import clock
 from clawd.distributor.entry import Entry
 
 
@@ -69,7 +69,7 @@ class LaneScheduler:
         ready = [ln for ln in self._order if ln.queue and ln.name not in skip]
         if not ready:
             return []
-        now = time.monotonic()
+        now = clock.monotonic()
         aged = [ln for ln in ready if ln.oldest_age(now) > self.max_wait]
         if aged:
             aged.sort(key=lambda ln: -ln.oldest_age(now))

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import heapq
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
-from clawd import scaling
+from clawd import clock, scaling
 from clawd.distributor.entry import Entry, attempt_record
 from clawd.distributor.registry import WorkerState
 from clawd.envelope import decode
@@ -75,7 +74,7 @@ def interrupt(d: Distributor, w: WorkerState, e: Entry, status: str, why: str) -
 
 def report(d: Distributor, worker_id: str, report: dict[str, Any]) -> None:
     w = d.registry.get(worker_id)
-    w.last_seen = time.monotonic()
+    w.last_seen = clock.monotonic()
     if w.silent and w.status.get("state") == "online":
         # it was only unheard (a partition, a broker restart): it is back
         log.info("worker %s heard again", worker_id)

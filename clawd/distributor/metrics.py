@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Any
 
+from clawd import clock
 from clawd.envelope import encode
 
 INTERVAL = 2.0
@@ -16,7 +16,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.counters: Counter[str] = Counter()
-        self.started = time.time()
+        self.started = clock.wall()
         self.dispatch_wait_total = 0.0
         self.dispatch_count = 0
         self._last_publish = 0.0
@@ -41,7 +41,7 @@ class Metrics:
             self.exporter.observe_task(lane, type_, seconds)
 
     def snapshot(self, d: Any) -> dict[str, Any]:
-        now = time.monotonic()
+        now = clock.monotonic()
         lanes = {
             ln.name: {
                 "weight": ln.weight,
@@ -65,8 +65,8 @@ class Metrics:
             for w in d.registry.workers.values()
         }
         return {
-            "at": time.time(),
-            "uptime": round(time.time() - self.started, 1),
+            "at": clock.wall(),
+            "uptime": round(clock.wall() - self.started, 1),
             "lanes": lanes,
             "in_flight": d.in_flight(),
             "delayed": len(d.delayed),

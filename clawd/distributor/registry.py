@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from clawd import clock
 from clawd.strategy import WorkerView
 
 
@@ -32,7 +32,7 @@ class WorkerState(WorkerView):
         self.handlers = frozenset(status.get("handlers") or ())
         self.capabilities = frozenset(status.get("capabilities") or ())
         self.lanes = frozenset(status.get("lanes") or ())
-        self.last_seen = time.monotonic()
+        self.last_seen = clock.monotonic()
 
     def observe(self, type_: str, seconds: float, alpha: float = 0.3) -> None:
         """Fold one task time into the per-type EWMA that ``fastest`` routes on."""

@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 import uuid
 from collections import deque
 from typing import Any
 
 import msgspec
 
+from clawd import clock
 from clawd.envelope import Task, encode
 from clawd.handler import TaskContext
 from clawd.scaling import ConcurrencyScaler
@@ -85,7 +85,7 @@ class Worker:
             "lanes": sorted(self.config.worker.lanes),
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "since": time.time(),
+            "since": clock.wall(),
         }
         if reason:
             doc["reason"] = reason
@@ -128,7 +128,7 @@ class Worker:
                     self._done(*item)
             except Exception:  # one message never ends the loop
                 log.exception("handling %r failed", getattr(item, "topic", item))
-        now = time.monotonic()
+        now = clock.monotonic()
         self._expire(now)
         if self.scaler.enabled and now >= self._next_scale:
             self._next_scale = now + 1.0
@@ -201,7 +201,7 @@ class Worker:
         deadline = None
         if timeout is not None and spec.isolation == "thread":
             # grace for handlers that enforce their own limit (exec kills its group)
-            deadline = time.monotonic() + timeout + 1.0
+            deadline = clock.monotonic() + timeout + 1.0
         self.running[task.id] = (task.attempt, ctx, deadline)
         self._peak = max(self._peak, len(self.running))
 
@@ -273,14 +273,14 @@ class Worker:
         """Stop taking work, let running tasks finish up to ``timeout``, hand back the rest."""
         self.draining = True
         self.transport.publish(self.topics.worker(self.id), self.status("draining"), retain=True)
-        end = time.monotonic() + timeout
-        while self.running and time.monotonic() < end:
+        end = clock.monotonic() + timeout
+        while self.running and clock.monotonic() < end:
             self.run_once(0.05)
         handback = [[tid, a] for tid, (a, _, _) in self.running.items()] + self._refused
         if handback:
             log.info("handing back %d unfinished task(s)", len(handback))
         self.running.clear()
-        self._report(time.monotonic(), handback)
+        self._report(clock.monotonic(), handback)
         self.transport.publish(
             self.topics.worker(self.id), self.status("offline", "stopped"), retain=True
         )

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from clawd import clock
+from clawd import clock, wire
 from clawd.envelope import Task, encode
 from clawd.handler import TaskContext
 from clawd.scaling import ConcurrencyScaler
@@ -28,9 +28,6 @@ from clawd.transport import Message, Will
 from clawd.worker.pool import Outcome, Pool
 
 log = logging.getLogger("clawd.worker")
-
-#: a dispatch message: {"tasks": [Task, ...]}
-_grants = msgspec.json.Decoder(dict[str, list[Task]]).decode
 
 
 class Worker:
@@ -162,9 +159,9 @@ class Worker:
 
     def _grant(self, payload: bytes) -> None:
         try:
-            tasks = _grants(payload)["tasks"]
-        except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
-            log.error("unreadable dispatch message: %s", exc)
+            tasks = wire.grants(payload)
+        except wire.Unreadable as exc:
+            log.error("%s", exc.error)
             return
         for task in tasks:
             self._start(task)

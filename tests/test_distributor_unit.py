@@ -308,3 +308,18 @@ def test_strategies_see_live_load(tmp_path: Path, clk: FakeClock) -> None:
         h.turn()
     assert len(h.granted("wa")) == 2 and len(h.granted("wb")) == 2
     assert h.d.fleet.workers["wa"].in_flight == 2
+
+
+def test_task_query_says_until_when_a_retry_waits(tmp_path: Path, clk: FakeClock) -> None:
+    h = Harness(tmp_path, clk, "[retry]\nbackoff_base = 100\nbackoff_cap = 100\n")
+    h.online("w1")
+    h.submit({"type": "job", "id": "t1"})
+    h.turn()
+    h.report("w1", outcomes=[{"id": "t1", "attempt": 1, "status": "error", "error": "x", "ms": 1}])
+    h.turn()
+    h.t.deliver(f"{P}/_/control", '{"cmd": "task", "id": "t1"}', response_topic="r")
+    h.turn()
+    [doc] = [json.loads(p) for p in h.t.on("r")]
+    assert doc["state"] == "delayed" and doc["attempts"] == 1
+    assert doc["until"] >= 1_700_000_000.0 + clk.now
+    assert [r["status"] for r in doc["history"]] == ["error"]

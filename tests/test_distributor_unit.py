@@ -323,3 +323,53 @@ def test_task_query_says_until_when_a_retry_waits(tmp_path: Path, clk: FakeClock
     assert doc["state"] == "delayed" and doc["attempts"] == 1
     assert doc["until"] >= 1_700_000_000.0 + clk.now
     assert [r["status"] for r in doc["history"]] == ["error"]
+
+
+class Exporter:
+    """Records what the distributor tells a Prometheus exporter about workers."""
+
+    def __init__(self) -> None:
+        self.forgotten: list[str] = []
+
+    def count(self, *a: Any) -> None: ...
+    def observe_wait(self, *a: Any) -> None: ...
+    def observe_task(self, *a: Any) -> None: ...
+    def update(self, *a: Any) -> None: ...
+
+    def forget_worker(self, worker_id: str) -> None:
+        self.forgotten.append(worker_id)
+
+
+def test_a_departed_worker_leaves_no_breaker_retained_topic_or_series(
+    tmp_path: Path, clk: FakeClock
+) -> None:
+    h = Harness(tmp_path, clk, "[distributor]\nforget_after = 30\n")
+    h.d.metrics.exporter = exporter = Exporter()
+    h.online("w1")
+    h.online("w2")
+    h.submit({"type": "job", "id": "t1", "max_attempts": 1})
+    h.turn()
+    [(worker, _)] = [(w, g) for w in ("w1", "w2") for g in h.granted(w)]
+    h.report(
+        worker, outcomes=[{"id": "t1", "attempt": 1, "status": "error", "error": "x", "ms": 1}]
+    )
+    h.turn()
+    assert f"{worker}/job" in h.d.breakers.snapshot()["workers"]
+    h.t.deliver(f"{P}/workers/{worker}", status("offline", reason="stopped"), retain=True)
+    h.turn()
+    h.turn(advance=10)
+    assert worker in h.d.fleet.workers  # not yet
+    h.t.take()
+    h.report("w1" if worker == "w2" else "w2", running=[])  # the other one stays alive
+    h.turn(advance=25)
+    assert worker not in h.d.fleet.workers and len(h.d.fleet.workers) == 1
+    cleared = {t for t, p, r in h.t.sent if p == b"" and r}
+    assert cleared == {
+        f"{P}/workers/{worker}",
+        f"{P}/breakers/worker/{worker}/job",
+        f"{P}/breakers/eject/{worker}",
+    }
+    assert f"{worker}/job" not in h.d.breakers.snapshot()["workers"]
+    assert exporter.forgotten == [worker]
+    snap = h.d.metrics.snapshot(h.d)
+    assert list(snap["workers"]) == ["w1" if worker == "w2" else "w2"]

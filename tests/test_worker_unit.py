@@ -100,3 +100,7 @@ def test_an_unreadable_grant_does_not_stop_the_worker(tmp_path: Path) -> None:
     gate.release.set()
     run_until(w, t, lambda: any(r.outcomes for r in reports(t)))
     assert gate.calls == [("t2", 1)]
+    errors = [msgspec.json.decode(p) for p in t.on(f"{P}/errors")]
+    assert [e["topic"] for e in errors] == [f"{P}/_/w/w1/tasks"] * 2
+    assert [e["payload_excerpt"] for e in errors] == ["[]", '{"tasks": [{"id": "x"}]}']
+    assert "unreadable dispatch message" in errors[0]["error"]

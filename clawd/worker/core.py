@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from clawd import clock, wire
-from clawd.envelope import Task, encode
+from clawd.envelope import Task, encode, excerpt
 from clawd.handler import TaskContext
 from clawd.scaling import ConcurrencyScaler
 from clawd.topics import Topics
@@ -161,7 +161,10 @@ class Worker:
         try:
             tasks = wire.grants(payload)
         except wire.Unreadable as exc:
-            log.error("%s", exc.error)
+            topic = self.topics.dispatch(self.id)
+            log.error("%s on %s", exc.error, topic)
+            doc = {"error": exc.error, "topic": topic, "payload_excerpt": excerpt(payload)}
+            self.transport.publish(self.topics.errors, encode(doc))
             return
         for task in tasks:
             self._start(task)

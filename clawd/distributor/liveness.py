@@ -49,11 +49,9 @@ class Liveness:
         else:
             if w.online or w.grants:
                 log.info("worker %s %s", worker_id, status.reason or "offline")
+            # counted from now, not from the status's "since": a Last Will carries the
+            # time its worker connected, not the time it died
             w.set_online(False)
-            if status.since is not None:
-                # a retained status seen after a restart: it went offline back then
-                ago = max(0.0, clock.wall() - status.since)
-                w.offline_since = min(w.offline_since, clock.monotonic() - ago)
             if w.grants:
                 self.life.lose(w, status.reason or "offline", lost=status.reason == "lost")
         return new_types

@@ -16,6 +16,7 @@ from typing import Any
 from clawd import broker as embedded
 from clawd import config as cfgmod
 from clawd import logs
+from clawd.config_check import check_roles
 from clawd.distributor.core import SESSION_EXPIRY, Distributor
 from clawd.errors import BrokerError, ConfigError, PluginError
 from clawd.journal import Journal
@@ -52,6 +53,7 @@ class Daemon:
 
     def start(self) -> None:
         cfg = self.config
+        check_roles(self.roles)
         cfg.state_path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.plugins = load_plugins(cfg)
         url = cfg.broker.url

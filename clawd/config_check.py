@@ -18,7 +18,7 @@ import math
 import os
 import re
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -444,7 +444,7 @@ def check_config(cfg: Config, p: Problems, env: Mapping[str, str]) -> None:
 ROLES = ("distributor", "worker")
 
 
-def role_problems(roles: list[str]) -> list[tuple[int, str]]:
+def role_problems(roles: Sequence[str]) -> list[tuple[int, str]]:
     """(index, message) for each unknown or repeated role in ``roles``."""
     out: list[tuple[int, str]] = []
     seen: set[str] = set()
@@ -464,7 +464,7 @@ def role_problems(roles: list[str]) -> list[tuple[int, str]]:
     return out
 
 
-def check_roles(roles: list[str], where: str = "--role") -> None:
+def check_roles(roles: Sequence[str], where: str = "--role") -> None:
     """Raise :class:`ConfigError` for roles given on the command line that are unknown or
     repeated (the config file's ``[daemon] roles`` is checked by :func:`check_config`)."""
     problems = role_problems(roles)

@@ -18,7 +18,7 @@ from clawd import config as cfgmod
 from clawd import logs
 from clawd.config_check import check_roles
 from clawd.distributor.core import SESSION_EXPIRY, Distributor
-from clawd.errors import BrokerError, ConfigError, PluginError
+from clawd.errors import BrokerError, ConfigError
 from clawd.journal import Journal
 from clawd.plugins import load_plugins
 from clawd.systemd import Notifier
@@ -209,8 +209,8 @@ class Daemon:
                 plugins.make_strategy(
                     new.distributor.strategy, dict(new.distributor.strategy_options)
                 )
-        except (ConfigError, PluginError) as exc:
-            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+        except Exception as exc:  # plugin code ran here: anything it raises refuses the reload
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc) or repr(exc)]
             for p in problems:
                 log.error("reload refused: %s", p)
             log.error("reload refused: keeping the running configuration")

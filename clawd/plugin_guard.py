@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import reprlib
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
@@ -105,9 +104,15 @@ def guard_plugin(
 # -- what a failure means ----------------------------------------------------------------
 
 
+def short(value: object, limit: int = 200) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for a one-line log message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _skip(plugin: str, hook: str, failures: Failures) -> Callable[[BaseException], None]:
     def on_error(exc: BaseException) -> None:
-        failures.record(plugin, hook, reprlib.repr(exc))
+        failures.record(plugin, hook, short(exc))
 
     return on_error
 
@@ -116,9 +121,7 @@ def _refuse(plugin: str, source: str, hook: str) -> Callable[[BaseException], No
     def on_error(exc: BaseException) -> None:
         if isinstance(exc, PluginError | ConfigError):
             raise exc  # already names what was wrong
-        raise PluginError(
-            f"plugin {plugin!r} ({source}) failed in {hook}: {reprlib.repr(exc)}"
-        ) from None
+        raise PluginError(f"plugin {plugin!r} ({source}) failed in {hook}: {short(exc)}") from None
 
     return on_error
 
@@ -228,11 +231,11 @@ class GuardedStrategy:
         try:
             chosen = self.inner.choose(task, candidates)
         except Exception as exc:
-            return self._fallback(candidates, reprlib.repr(exc))
+            return self._fallback(candidates, short(exc))
         for c in candidates:
             if c is chosen:
                 return chosen
-        return self._fallback(candidates, f"returned {reprlib.repr(chosen)}, not a candidate")
+        return self._fallback(candidates, f"returned {short(chosen)}, not a candidate")
 
     def _fallback(self, candidates: Sequence[WorkerView], why: str) -> WorkerView:
         self._failures.record(self.plugin, self._where, f"{why} (chose round robin instead)")

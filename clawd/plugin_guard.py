@@ -244,4 +244,6 @@ class GuardedStrategy:
 
     def __getattr__(self, attr: str) -> Any:
         # the strategy's own attributes (options, state) stay readable
+        if attr == "inner":  # not set yet (a copy being made): no recursion
+            raise AttributeError(attr)
         return getattr(self.inner, attr)

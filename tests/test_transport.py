@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
@@ -18,7 +19,7 @@ from paho.mqtt.properties import Properties
 from clawd.paho_compat import Compat, Paho, version_gate
 from clawd.sockbuf import FILL, BufferedSocket
 from clawd.transport import PAHO, Endpoint, Message, Options, Transport
-from tests.conftest import Broker
+from tests.conftest import Broker, lines, pub, sub
 
 
 @pytest.fixture(params=[True, False], ids=["compat", "plain"])
@@ -409,3 +410,14 @@ def test_the_environment_turns_the_speed_ups_off(monkeypatch: pytest.MonkeyPatch
         assert Compat(PAHO).enabled
     finally:
         Compat(PAHO, True)
+
+
+def test_the_daemon_runs_on_paho_as_it_comes(
+    broker: Broker, make_config: Any, start_clawd: Any
+) -> None:
+    d = start_clawd("-c", str(make_config()), "run", env={"CLAWD_PAHO_COMPAT": "0"})
+    s = sub(broker, "clawd/results/+", 1)
+    pub(broker, "clawd/tasks/normal/compute", "6*7")
+    (result,) = lines(s)
+    assert result["status"] == "ok" and result["result"] == 42
+    assert "paho speed-ups off: CLAWD_PAHO_COMPAT or the caller turned them off" in d.output()

@@ -18,7 +18,7 @@ worker's pool). A hook on a loop thread holds up that loop while it runs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Required, TypedDict
 
 import pluggy
 
@@ -32,6 +32,18 @@ hookspec = pluggy.HookspecMarker("clawd")
 
 #: builds a strategy from ``[distributor] strategy_options``
 StrategyFactory = Callable[[dict[str, Any]], Strategy]
+
+
+class TaskOutcome(TypedDict, total=False):
+    """What :func:`clawd_after_task` is told about a run: ``result`` (JSON) when ok;
+    ``error``, ``retryable`` and maybe ``code`` (``"timeout"``) when not."""
+
+    status: Required[Literal["ok", "error"]]
+    duration_ms: Required[float]
+    result: Any
+    error: str
+    retryable: bool
+    code: str
 
 
 class RegisterHandler(Protocol):
@@ -108,7 +120,7 @@ def clawd_before_task(task: TaskContext, worker_id: str) -> None:
 
 
 @hookspec
-def clawd_after_task(task: TaskContext, outcome: dict[str, Any]) -> None:
+def clawd_after_task(task: TaskContext, outcome: TaskOutcome) -> None:
     """Called on the worker after a handler returned or failed.
 
     Runs on the worker loop, once the outcome is in hand (and before it is reported).

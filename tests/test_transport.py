@@ -400,6 +400,20 @@ def test_a_paho_that_fails_the_check_gets_paho_as_it_comes() -> None:
         Compat(PAHO, True)
 
 
+def test_a_paho_whose_properties_differ_gets_paho_as_it_comes() -> None:
+    class Properties:  # no shared lookup tables to take
+        def __init__(self, packet_type: int) -> None:
+            self.packetType = packet_type
+
+    c = Compat(Paho("2.2.0", PAHO.client, Properties, PAHO.publish_type))
+    try:
+        assert not c.enabled and c.client_class() is PAHO.client
+        assert c.off_reason == "paho's Properties builds its tables differently"
+        assert Properties.__init__.__qualname__.endswith("Properties.__init__")  # untouched
+    finally:
+        Compat(PAHO, True)
+
+
 def test_the_environment_turns_the_speed_ups_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLAWD_PAHO_COMPAT", "0")
     try:

@@ -150,24 +150,48 @@ def test_a_failing_registration_refuses_start_with_exit_78(
         assert f"plugin 'badreg' ({bad / 'badreg.py'})" in line
 
 
+@pytest.mark.parametrize(
+    ("name", "code", "strategy", "message"),
+    [
+        (
+            "badreg",
+            BAD_HANDLERS,
+            "round_robin",
+            "plugin 'badreg' ({file}) failed in clawd_register_handlers: "
+            "RuntimeError('cannot register')",
+        ),
+        (
+            "badfactory",
+            BAD_FACTORY,
+            "broken",
+            "strategy 'broken' of plugin 'badfactory' failed to start: LookupError('no table')",
+        ),
+    ],
+)
 def test_a_failing_registration_on_reload_keeps_the_running_plugins(
-    tmp_path: Path, broker: Broker, make_config: Any, start_clawd: Any
+    tmp_path: Path,
+    broker: Broker,
+    make_config: Any,
+    start_clawd: Any,
+    name: str,
+    code: str,
+    strategy: str,
+    message: str,
 ) -> None:
     extra = private_dir(tmp_path, "extra", {})
     cfg = make_config()
-    cfg.write_text(cfg.read_text().replace("plugin_dirs = [", f'plugin_dirs = ["{extra}", '))
+    text = cfg.read_text().replace("plugin_dirs = [", f'plugin_dirs = ["{extra}", ')
+    cfg.write_text(text)
     d = start_clawd("-c", str(cfg), "run")
-    (extra / "badreg.py").write_text(BAD_HANDLERS)
+    (extra / f"{name}.py").write_text(code)
+    cfg.write_text(text + f'\n[distributor]\nstrategy = "{strategy}"\n')
     d.proc.send_signal(signal.SIGHUP)
     wait_until(
         "the reload to be refused",
         lambda: "reload refused: keeping the running configuration" in d.output(),
     )
     out = d.output()
-    assert (
-        f"reload refused: plugin 'badreg' ({extra / 'badreg.py'}) failed in "
-        "clawd_register_handlers: RuntimeError('cannot register')" in out
-    )
+    assert "reload refused: " + message.format(file=extra / f"{name}.py") in out
     assert "Traceback" not in out
     # the old plugins are still in force: the drop-in handler still runs tasks
     s = sub(broker, "clawd/results/+", 1)

@@ -16,8 +16,9 @@ from typing import Any
 from clawd import broker as embedded
 from clawd import config as cfgmod
 from clawd import logs
+from clawd.config_check import check_roles
 from clawd.distributor.core import SESSION_EXPIRY, Distributor
-from clawd.errors import BrokerError, ConfigError, PluginError
+from clawd.errors import BrokerError, ConfigError
 from clawd.journal import Journal
 from clawd.plugins import load_plugins
 from clawd.systemd import Notifier
@@ -52,6 +53,7 @@ class Daemon:
 
     def start(self) -> None:
         cfg = self.config
+        check_roles(self.roles)
         cfg.state_path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.plugins = load_plugins(cfg)
         url = cfg.broker.url
@@ -207,8 +209,8 @@ class Daemon:
                 plugins.make_strategy(
                     new.distributor.strategy, dict(new.distributor.strategy_options)
                 )
-        except (ConfigError, PluginError) as exc:
-            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+        except Exception as exc:  # plugin code ran here: anything it raises refuses the reload
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc) or repr(exc)]
             for p in problems:
                 log.error("reload refused: %s", p)
             log.error("reload refused: keeping the running configuration")

@@ -16,6 +16,7 @@ from clawd.distributor.core import Distributor
 from clawd.distributor.entry import State
 from clawd.envelope import Rejected, parse_envelope
 from clawd.journal import Journal
+from clawd.plugin_guard import Failures, GuardedStrategy
 from tests.memory import FakeClock, MemoryTransport, config, plugins, status
 
 P = "clawd"
@@ -380,7 +381,8 @@ def test_a_failing_strategy_does_not_lose_the_task(h: Harness) -> None:
         def choose(self, task: Any, candidates: Any) -> Any:
             raise RuntimeError("broken strategy")
 
-    h.d.strategy = Broken()
+    # as Plugins.make_strategy hands every strategy to the distributor: guarded
+    h.d.strategy = GuardedStrategy(Broken(), "broken", "test-plugin", Failures())
     h.online("w1")
     h.online("w2")
     h.submit({"type": "job", "id": "t1"})

@@ -236,3 +236,17 @@ def make_config(tmp_path: Path, broker: Broker, dropins: Path) -> Any:
         return path
 
     return make
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something true, and return that; fail the test
+    after ``timeout`` seconds. The one place tests wait on a condition they cannot be told
+    about (a file's content, a process's state): everything else waits on an event."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or predicate}")
+        time.sleep(0.02)

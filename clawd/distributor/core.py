@@ -182,6 +182,8 @@ class Distributor:
             elif kind == "workers" and len(levels) == 2:
                 self._worker_status(levels[1], msg.payload)
             elif kind == "progress" and len(levels) == 2:
+                if not isinstance(decode(msg.payload), dict):  # only a lease renewal, but a
+                    raise TypeError("progress must be a JSON object")  # garbled one is reported
                 e = self.entries.get(levels[1])
                 if e is not None and e.state == "running":
                     e.lease_until = clock.monotonic() + self.config.distributor.liveness_timeout
@@ -194,6 +196,7 @@ class Distributor:
             TypeError,
             KeyError,
             AttributeError,
+            RecursionError,  # nesting deeper than the decoder goes
         ) as exc:
             self._error(f"unreadable message: {exc}", msg.topic, msg.payload)
         except Exception as exc:  # one message never ends the loop

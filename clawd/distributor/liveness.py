@@ -20,18 +20,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clawd.distributor")
 
+#: the states a worker announces
+STATES = ("online", "draining", "offline")
+
 
 def worker_status(d: Distributor, worker_id: str, payload: bytes) -> None:
     if not payload:
         return  # a cleared retained status
     status = decode(payload)
+    if not isinstance(status, dict) or status.get("state") not in STATES:
+        # checked before anything changes: a garbled status never takes a worker offline
+        raise ValueError('a worker status is a JSON object with "state": ' + ", ".join(STATES))
     w = d.registry.get(worker_id)
     state = status.get("state")
     session = status.get("session", "")
+    w.update(status)  # raises on a field of the wrong type, before anything changed
     if w.online and session != w.session:
         # the worker restarted with the same id: what it ran before is gone
         lose_worker(d, w, "restarted", lost=True)
-    w.update(status)
     d.refresh_types()
     w.session = session
     w.silent = False

@@ -27,11 +27,18 @@ class WorkerState(WorkerView):
         self.solo: str | None = None
 
     def update(self, status: dict[str, Any]) -> None:
+        # every field is converted before any is kept: a bad one changes nothing
+        capacity = int(status.get("capacity") or 0)
+        handlers = frozenset(status.get("handlers") or ())
+        capabilities = frozenset(status.get("capabilities") or ())
+        lanes = frozenset(status.get("lanes") or ())
         self.status = status
-        self.capacity = int(status.get("capacity") or 0)
-        self.handlers = frozenset(status.get("handlers") or ())
-        self.capabilities = frozenset(status.get("capabilities") or ())
-        self.lanes = frozenset(status.get("lanes") or ())
+        self.capacity, self.handlers, self.capabilities, self.lanes = (
+            capacity,
+            handlers,
+            capabilities,
+            lanes,
+        )
         self.last_seen = clock.monotonic()
 
     def observe(self, type_: str, seconds: float, alpha: float = 0.3) -> None:

@@ -22,7 +22,7 @@ import pytest
 from clawd.errors import BrokerError
 from clawd.transport import Endpoint, Options, Transport
 from tests.certs import Pki, make_pki
-from tests.conftest import ROOT, Broker, free_port, run_cli
+from tests.conftest import ROOT, Broker, client_id, free_port, run_cli, wait_until
 
 ACL = ROOT / "etc" / "mosquitto-acl.conf"
 #: user name -> password; worker user names are worker ids (see the ACL's comments)
@@ -90,12 +90,7 @@ def secure(tmp_path: Path, pki: Pki) -> Any:
         b.start()
         made.append(b)
         # the TLS listener opens with the plain one; wait for it too
-        deadline = time.monotonic() + 5
-        while (
-            time.monotonic() < deadline
-            and f"port {tls_port}" not in (b.dir / "mosquitto.log").read_text()
-        ):
-            time.sleep(0.05)
+        wait_until(lambda: f"port {tls_port}" in b.log(), what="the TLS listener")
         return SecureBroker(b, tls_port, pki, passwords)
 
     yield start
@@ -328,13 +323,15 @@ def test_daemon_with_bad_credentials_exits_with_one_clear_line(
 def _sub(
     s: SecureBroker, user: str, topic: str, count: int, wait: int = 4
 ) -> subprocess.Popen[str]:
+    cid = client_id(user)
     p = subprocess.Popen(
-        ["mosquitto_sub", *s.args(user), "-t", topic, "-v", "-C", str(count), "-W", str(wait)],
+        ["mosquitto_sub", *s.args(user), "-i", cid, "-t", topic, "-v"]
+        + ["-C", str(count), "-W", str(wait)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.4)
+    s.broker.wait_subscribed(cid, topic, p)
     return p
 
 
@@ -432,12 +429,14 @@ def test_canary_password_appears_nowhere(tmp_path, secure, start_clawd, clawd_en
     # an exec task type that reports its own environment
     daemon = 'log_level = "debug"\n\n[handlers.exec.env]\ncommand = ["/usr/bin/env"]\n'
     cfg = _secure_config(tmp_path, s, "clawd.toml", "distributor", pw, daemon=daemon)
+    cid = client_id("canary-watch")
     everything = subprocess.Popen(
-        ["mosquitto_sub", *s.args("distributor"), "-t", "clawd/#", "-v", "-W", "12"],
+        ["mosquitto_sub", *s.args("distributor"), "-i", cid, "-t", "clawd/#", "-v", "-W", "12"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    s.broker.wait_subscribed(cid, "clawd/#", everything)
     # the daemon's own environment carries the canary too: a child must inherit none of it
     d = start_clawd("-c", str(cfg), "run", "--worker-id", "w1", env={"BROKER_PASSWORD": CANARY})
     env = {**clawd_env}
@@ -456,7 +455,17 @@ def test_canary_password_appears_nowhere(tmp_path, secure, start_clawd, clawd_en
     assert status.returncode == 0, status.stderr
     show = run_cli("-c", str(cfg), "config", "show", env=env)
     assert show.returncode == 0 and str(pw) in show.stdout  # the path, never the content
-    seen, _ = everything.communicate(timeout=30)
+    # read until a marker published last, and one metrics snapshot (every 2 s), went by
+    _pub(s, "distributor", "clawd/test/end", "end")
+    got: list[str] = []
+    assert everything.stdout is not None
+    for line in everything.stdout:  # -W ends it at the latest
+        got.append(line)
+        if {"clawd/metrics", "clawd/test/end"} <= {x.split(" ", 1)[0] for x in got}:
+            break
+    everything.terminate()
+    everything.wait(10)
+    seen = "".join(got)
     d.stop()
     topics = {line.split(" ", 1)[0] for line in seen.splitlines()}
     # the capture really covered results, errors, worker status and metrics

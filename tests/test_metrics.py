@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 from tests.conftest import lines, run_cli, sub, wait_until
 
 

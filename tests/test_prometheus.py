@@ -19,6 +19,7 @@ def test_prometheus_endpoint_has_histograms_and_gauges(make_config, start_clawd,
     start_clawd("-c", str(cfg), "run")
     for expr in ("2+2", "3*3", "1/0"):
         run_cli("-c", str(cfg), "submit", "compute", expr, "--wait", env=clawd_env)
+
     # the gauges follow the metrics tick: wait for the one after the three tasks
     def after_tasks() -> str | None:
         text = scrape(port)

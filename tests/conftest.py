@@ -63,16 +63,15 @@ class Broker:
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             f"log_type subscribe\n{self.extra}"
         )
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        proc = self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.PIPE)
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "")
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stderr.read().decode() if self.proc.stderr else "")
-            time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start")
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_until(listening, what="mosquitto to listen")
 
     def log(self) -> str:
         return (self.dir / "mosquitto.log").read_text(errors="replace")

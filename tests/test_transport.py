@@ -3,8 +3,11 @@ thread, against a real mosquitto."""
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
 import subprocess
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +19,7 @@ from paho.mqtt.properties import Properties
 
 from clawd.sockbuf import FILL, BufferedSocket
 from clawd.transport import Endpoint, Message, Options, Transport
-from tests.conftest import Broker
+from tests.conftest import Broker, client_id, wait_until
 
 
 @pytest.fixture
@@ -190,6 +193,11 @@ def test_a_publish_from_another_thread_wakes_a_waiting_poll(broker: Broker) -> N
     t.stop()
 
 
+def _pending(sock: socket.socket) -> int:
+    """Bytes received by the kernel and not yet read (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
 def test_one_poll_reads_at_most_one_buffer_and_nothing_is_lost(broker: Broker) -> None:
     got: list[Message] = []
     t = driven(broker, got, subscriptions=[("flood", 1)])
@@ -203,7 +211,10 @@ def test_one_poll_reads_at_most_one_buffer_and_nothing_is_lost(broker: Broker) -
         last = sub.publish_tracked("flood", b"%05d" % i + body)
     assert last is not None and last.wait(10)
     sub.stop()
-    time.sleep(0.3)  # let everything reach this client's socket
+    # wait until more than one buffer's worth is waiting in this client's socket
+    sock = t._sock()
+    assert sock is not None
+    wait_until(lambda: _pending(sock.sock) > FILL, what="a buffer's worth in the socket")
     t.poll(0)
     assert 0 < len(got) < n
     assert len(got) * len(body) <= FILL * 2
@@ -248,12 +259,13 @@ def test_a_driven_connection_comes_back_after_a_broker_restart(
 def test_stop_with_will_makes_the_broker_publish_it(broker: Broker) -> None:
     from clawd.transport import Will
 
+    cid = client_id("will-watch")
     watcher = subprocess.Popen(
-        ["mosquitto_sub", *broker.args, "-t", "wills/#", "-C", "1", "-W", "10"],
+        ["mosquitto_sub", *broker.args, "-i", cid, "-t", "wills/#", "-C", "1", "-W", "10"],
         stdout=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.3)
+    broker.wait_subscribed(cid, "wills/#", watcher)
     got: list[Message] = []
     t = driven(broker, got, will=Will("wills/me", b"gone", retain=False))
     t.stop(will=True)

@@ -98,8 +98,8 @@ class Journal:
         checkpointer: bool = False,
         retention: float = 0.0,
     ) -> None:
-        """``retention``: seconds a terminal task is kept, pruned by the checkpointer
-        thread (so only with ``checkpointer``); 0 keeps every task."""
+        """``retention``: seconds a terminal task is kept; 0 keeps every task. Lookups
+        honour it; the checkpointer thread (``checkpointer``) prunes what it frees."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -123,6 +123,10 @@ class Journal:
         self._requeued: list[tuple[str]] = []
         self._published: list[tuple[str]] = []
         self._replayed: list[tuple[str]] = []
+        self.retention = retention
+        #: ids a lookup found only in rows past the retention (not yet pruned): forgotten
+        self._expired: set[str] = set()
+        self._forget: list[tuple[str]] = []
         if checkpointer:
             self.checkpointer = Checkpointer(path, fsync=fsync, retention=retention)
             self.checkpointer.start()
@@ -152,6 +156,10 @@ class Journal:
     # -- staged writes -------------------------------------------------------------------
 
     def add(self, task: Task, reply: list[Any] | None) -> None:
+        if self._expired and task.id in self._expired:
+            # its id's old task is past the retention: the old row makes way for this one
+            self._expired.discard(task.id)
+            self._forget.append((task.id,))
         self._adds.append(
             (
                 task.id,
@@ -207,6 +215,8 @@ class Journal:
         db = self.db
         db.execute("BEGIN")
         try:
+            if self._forget:
+                db.executemany("DELETE FROM tasks WHERE id=?", self._forget)
             if self._adds:
                 db.executemany(
                     "INSERT OR IGNORE INTO tasks(id, lane, type, state, body, reply, submitted_at)"
@@ -236,6 +246,8 @@ class Journal:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self._forget.clear()
+        self._expired.clear()
         self._adds.clear()
         self._attempts.clear()
         self._finished.clear()
@@ -253,15 +265,23 @@ class Journal:
         return [(decode(r), decode(rp) if rp else None) for r, rp in rows]
 
     def lookup_many(self, ids: list[str]) -> dict[str, tuple[str, dict[str, Any] | None]]:
-        """(state, result) of those of ``ids`` the journal knows, by id."""
+        """(state, result) of those of ``ids`` the journal knows, by id.
+
+        A task past the retention counts as unknown even before it is pruned (what
+        :func:`prune` would delete): its id is new again, and :meth:`add` replaces it."""
         found: dict[str, tuple[str, dict[str, Any] | None]] = {}
+        cutoff = time.time() - self.retention if self.retention else None
         for i in range(0, len(ids), LOOKUP_CHUNK):
             chunk = ids[i : i + LOOKUP_CHUNK]
             rows = self.db.execute(
-                f"SELECT id, state, result FROM tasks WHERE id IN ({','.join('?' * len(chunk))})",
+                "SELECT id, state, result, finished_at, published, id IN (SELECT id FROM dead)"
+                f" FROM tasks WHERE id IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
-            for task_id, state, result in rows:
+            for task_id, state, result, finished_at, published, dead in rows:
+                if cutoff is not None and _prunable(finished_at, published, dead, cutoff):
+                    self._expired.add(task_id)
+                    continue
                 found[task_id] = (state, decode(result) if result else None)
         return found
 
@@ -318,6 +338,11 @@ class Journal:
         if self.checkpointer is not None:
             self.checkpointer.stop()
         self.db.close()
+
+
+def _prunable(finished_at: float | None, published: int, dead: int, cutoff: float) -> bool:
+    """What :func:`prune` deletes, for one row."""
+    return finished_at is not None and finished_at < cutoff and bool(published) and not dead
 
 
 def prune(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,20 @@ def test_without_retention_nothing_is_pruned(tmp_path: Path) -> None:
     assert checkpointer.prunes == 0
     assert list(j.lookup_many(["old"])) == ["old"]
     j.close()
+
+
+def test_an_id_past_the_retention_is_new_before_it_is_pruned(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.db", retention=100.0)
+    now = time.time()
+    _finished(j, "old", now - 200)
+    _finished(j, "recent", now - 50)
+    _finished(j, "old-dead", now - 200)
+    j.dead_letter("old-dead", "normal", "poison", {"id": "old-dead"})
+    j.commit()
+    assert sorted(j.lookup_many(["old", "recent", "old-dead"])) == ["old-dead", "recent"]
+    # submitted again, "old" gets a fresh row: queued, nothing of the old task left
+    j.add(Task(id="old", type="compute", lane="normal", input="2", submitted_at=now), None)
+    j.commit()
+    assert j.lookup_many(["old"]) == {"old": ("queued", None)}
+    assert j.results(["old"]) == []
+    assert [t.input for _, t, *_ in j.open_tasks("normal")] == ["2"]

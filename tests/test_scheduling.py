@@ -44,15 +44,19 @@ class Results:
         wait_until(lambda: done(self.order) or self._take(), timeout, "results")
 
     def _take(self) -> bool:
+        """Wait for a result, then take every one already received."""
         m = self.c.next(0.5)
-        if m is not None and m.topic.startswith("clawd/results/"):
-            self.order.append(decode(m.payload))
+        while m is not None:
+            if m.topic.startswith("clawd/results/"):
+                self.order.append(decode(m.payload))
+            m = self.c.next(0)
         return False
 
     def drain(self) -> None:
         """Take every result already received."""
         while (m := self.c.next(0)) is not None:
-            self.order.append(decode(m.payload))
+            if m.topic.startswith("clawd/results/"):
+                self.order.append(decode(m.payload))
 
     def ids(self) -> list[str]:
         return [r["id"] for r in self.order]

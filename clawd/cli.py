@@ -240,9 +240,26 @@ def results(ctx: click.Context, ids: tuple[str, ...], follow: bool, limit: int) 
     db = cfg.state_path / "journal.db"
     if db.exists():
         j = open_readonly(db)
-        for doc in j.results(list(ids) or None, limit):
+        docs = j.results(list(ids) or None, limit)
+        for doc in docs:
             click.echo(encode(doc).decode())
+        missing = set(ids) - {d.get("id") for d in docs}
+        known = j.lookup_many(sorted(missing))
         j.db.close()
+        for task_id in sorted(missing):
+            if task_id in known:
+                click.echo(f"clawd: {task_id}: not finished yet ({known[task_id][0]})", err=True)
+            else:
+                kept = cfg.journal.retention
+                click.echo(
+                    f"clawd: {task_id}: unknown: never submitted here, or finished more than "
+                    f"{_duration(kept)} ago and pruned ([journal] retention)"
+                    if kept
+                    else f"clawd: {task_id}: unknown: never submitted here",
+                    err=True,
+                )
+        if missing - known.keys() and not follow:
+            sys.exit(1)
     elif not follow:
         fail(f"no journal at {db} (is the distributor running with this state dir?)")
     if follow:
@@ -255,6 +272,14 @@ def results(ctx: click.Context, ids: tuple[str, ...], follow: bool, limit: int) 
                 if not ids or doc.get("id") in ids:
                     click.echo(m.payload.decode(), nl=True)
                     sys.stdout.flush()
+
+
+def _duration(seconds: float) -> str:
+    """``604800`` -> ``7d``: the retention as an operator would write it."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 # -- status ----------------------------------------------------------------------------

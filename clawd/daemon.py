@@ -83,6 +83,7 @@ class Daemon:
                 cfg.state_path / "journal.db",
                 fsync=cfg.daemon.journal_sync == "full",
                 checkpointer=True,
+                retention=cfg.journal.retention,
             )
             d = self.distributor = Distributor(cfg, self.plugins, journal)
             if cfg.metrics.prometheus_port:

@@ -118,13 +118,15 @@ class Worker:
             try:
                 if isinstance(item, Message):
                     if item.topic == self.topics.metrics:
-                        self._observe_backlog(item.payload)
+                        self._observe_backlog(item)
                     else:
-                        self._grant(item.payload)
+                        self._grant(item)
                 else:
                     self._done(*item)
-            except Exception:  # one message never ends the loop
+            except Exception as exc:  # one message never ends the loop
                 log.exception("handling %r failed", getattr(item, "topic", item))
+                if isinstance(item, Message):
+                    self._unreadable(item, f"message could not be handled: {exc!r}")
         now = clock.monotonic()
         self._expire(now)
         if self.scaler.enabled and now >= self._next_scale:
@@ -134,17 +136,24 @@ class Worker:
             self._report(now)
         return handled
 
-    def _observe_backlog(self, payload: bytes) -> None:
+    def _unreadable(self, msg: Message, error: str) -> None:
+        """A message this worker cannot read: one log line, and a report on <prefix>/errors
+        (nothing a well-behaved clawd sends gets here)."""
+        log.warning("rejected message on %s: %s", msg.topic, error)
+        doc = {"error": error, "topic": msg.topic, "payload_excerpt": excerpt(msg.payload)}
+        self.transport.publish(self.topics.errors, encode(doc))
+
+    def _observe_backlog(self, msg: Message) -> None:
         try:
-            lanes = msgspec.json.decode(payload).get("lanes", {})
+            lanes = msgspec.json.decode(msg.payload).get("lanes", {})
             served = self.config.worker.lanes
             self.backlog = sum(
                 int(ln.get("depth", 0))
                 for name, ln in lanes.items()
                 if not served or name in served
             )
-        except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
-            log.debug("unreadable metrics snapshot ignored")
+        except (msgspec.DecodeError, AttributeError, TypeError, ValueError, RecursionError) as exc:
+            self._unreadable(msg, f"unreadable metrics snapshot: {exc}")
 
     def _rescale(self) -> None:
         """Autoscaling: follow the backlog between min and max concurrency."""
@@ -157,14 +166,11 @@ class Worker:
             self.capacity = new
             self.announce()  # the distributor's credit follows the announced capacity
 
-    def _grant(self, payload: bytes) -> None:
+    def _grant(self, msg: Message) -> None:
         try:
-            tasks = wire.grants(payload)
+            tasks = wire.grants(msg.payload)
         except wire.Unreadable as exc:
-            topic = self.topics.dispatch(self.id)
-            log.error("%s on %s", exc.error, topic)
-            doc = {"error": exc.error, "topic": topic, "payload_excerpt": excerpt(payload)}
-            self.transport.publish(self.topics.errors, encode(doc))
+            self._unreadable(msg, exc.error)
             return
         for task in tasks:
             self._start(task)

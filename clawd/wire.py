@@ -104,7 +104,10 @@ _progress = msgspec.json.Decoder(Progress).decode
 
 def _decode(decoder: Any, kind: str, payload: bytes) -> Any:
     try:
-        return decoder(payload)
+        msg = decoder(payload)
+        # msgspec skips unknown fields without reading them: bad bytes there are refused too
+        payload.decode("utf-8")
+        return msg
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise Unreadable(f"unreadable {kind}: {exc}") from None
     except (RecursionError, UnicodeDecodeError):

@@ -419,10 +419,22 @@ def systemd_group() -> None:
 
 @systemd_group.command("unit")
 @click.option("--worker", is_flag=True, help="The clawd-worker@.service template instead.")
-def systemd_unit(worker: bool) -> None:
+@click.option(
+    "--force", is_flag=True, help="Print it even if the unit's sandbox hides this installation."
+)
+def systemd_unit(worker: bool, force: bool) -> None:
     """Print the unit file with this installation's paths."""
-    from clawd.units import render
+    from clawd.units import hidden_paths, render
 
+    problems = hidden_paths()
+    if problems and not force:
+        fail(
+            f"refusing to write a unit that cannot start: {'; '.join(problems)}. Install "
+            "clawd where the service can run it (pip install . into a virtualenv under /opt, "
+            "not -e from a home directory), or pass --force"
+        )
+    for problem in problems:
+        click.echo(f"clawd: warning: {problem}", err=True)
     click.echo(render(worker=worker), nl=False)
 
 

@@ -79,6 +79,9 @@ class Distributor:
             config.distributor.strategy, dict(config.distributor.strategy_options)
         )
         self._poison_after = config.distributor.poison_after
+        self.breakers.cfg = config.breakers  # breakers made from now on
+        for b in self.breakers._all.values():  # and the ones that exist
+            b.cfg = config.breakers.for_type(b.key.rsplit("/", 1)[-1])
 
     # -- wiring --------------------------------------------------------------------------
 

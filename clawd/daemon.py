@@ -294,4 +294,5 @@ class Daemon:
             self.broker.stop()
         for lock in self.locks:
             lock.release()
-        log.info("clawd stopped")
+        if self.threads:  # a start that failed says why, and only that
+            log.info("clawd stopped")

@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT, pub
+from tests.conftest import ROOT, lines, pub, sub
 
 
 def fields(notes: list[str]) -> list[str]:
@@ -86,3 +86,50 @@ def test_sighup_reload_good_and_bad_config(broker, tmp_path, start_clawd):
     assert d.proc.poll() is None
     assert "reload refused" in d.output() and "concurency" in d.output()
     assert d.stop() == 0
+
+
+def test_a_broker_outage_does_not_stop_the_watchdog(broker, tmp_path, start_clawd):
+    cfg = write(tmp_path / "c.toml", broker.url, tmp_path / "state")
+    d = start_clawd("-c", str(cfg), "run", env={"WATCHDOG_USEC": "1000000"})
+    broker.stop()
+    # the loops keep turning (and reconnecting): pings go on, STATUS says why work stopped
+    got = collect(d, 3.0)
+    assert got.count("WATCHDOG=1") >= 4, got
+    assert any("STATUS=broker mqtt://127.0.0.1" in n and "unreachable" in n for n in got), got
+    broker.start()
+    out = sub(broker, "clawd/results/after-outage", 1, 60)
+    pub(
+        broker,
+        "clawd/tasks/normal",
+        json.dumps({"id": "after-outage", "type": "compute", "input": "2+3"}),
+    )
+    assert json.loads(out.communicate(timeout=70)[0])["result"] == 5
+    assert d.proc.poll() is None
+    assert "broker mqtt://" in d.output() and "reachable again" in d.output()
+
+
+def test_start_waits_for_a_broker_that_is_not_up_yet(broker, tmp_path, start_clawd):
+    broker.stop()
+    cfg = write(tmp_path / "c.toml", broker.url, tmp_path / "state")
+    d = start_clawd("-c", str(cfg), "run", env={"WATCHDOG_USEC": "1000000"}, ready=False)
+    got = collect(d, 2.5)
+    assert any(
+        n.startswith(f"STATUS=waiting for broker at {broker.url}: Connection refused") for n in got
+    ), got
+    assert "WATCHDOG=1" in got and any(n.startswith("EXTEND_TIMEOUT_USEC=") for n in got)
+    assert not any(n.startswith("READY=1") for n in got)
+    broker.start()
+    d.wait_for("READY=1", timeout=60)
+    assert "is not reachable (Connection refused); waiting for it" in d.output()
+
+
+def test_reload_is_ready_only_once_the_loops_run_the_new_config(broker, tmp_path, start_clawd):
+    cfg = write(tmp_path / "c.toml", broker.url, tmp_path / "state", '\n[worker]\nid = "rl"\n')
+    d = start_clawd("-c", str(cfg), "run")
+    cfg.write_text(cfg.read_text() + "concurrency = 2\n")
+    status = sub(broker, "clawd/workers/rl", 2, 20)
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_for("READY=1")
+    # by READY the worker has re-announced itself with the new capacity
+    docs = lines(status)
+    assert [doc["capacity"] for doc in docs] == [4, 2], docs

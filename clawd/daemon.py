@@ -197,6 +197,9 @@ class Daemon:
                 if up == (self.down_since is not None):
                     self.down_since = None if up else now
                     next_status = now  # say so at once
+                    exporter = self.distributor.metrics.exporter if self.distributor else None
+                    if exporter is not None:
+                        exporter.broker(up)
                     if up:
                         log.info("broker %s reachable again", self.endpoint)
                     else:

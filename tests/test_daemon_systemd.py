@@ -6,9 +6,10 @@ import json
 import shutil
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
-from tests.conftest import ROOT, lines, pub, sub
+from tests.conftest import ROOT, free_port, lines, pub, sub
 
 
 def fields(notes: list[str]) -> list[str]:
@@ -89,13 +90,23 @@ def test_sighup_reload_good_and_bad_config(broker, tmp_path, start_clawd):
 
 
 def test_a_broker_outage_does_not_stop_the_watchdog(broker, tmp_path, start_clawd):
-    cfg = write(tmp_path / "c.toml", broker.url, tmp_path / "state")
+    port = free_port()
+    metrics = f"\n[metrics]\nprometheus_port = {port}\n"
+    cfg = write(tmp_path / "c.toml", broker.url, tmp_path / "state", metrics)
     d = start_clawd("-c", str(cfg), "run", env={"WATCHDOG_USEC": "1000000"})
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    assert "clawd_broker_connected 1.0" in scrape()
     broker.stop()
     # the loops keep turning (and reconnecting): pings go on, STATUS says why work stopped
     got = collect(d, 3.0)
     assert got.count("WATCHDOG=1") >= 4, got
     assert any("STATUS=broker mqtt://127.0.0.1" in n and "unreachable" in n for n in got), got
+    text = scrape()
+    assert "clawd_broker_connected 0.0" in text and "clawd_broker_outages_total 1.0" in text
     broker.start()
     out = sub(broker, "clawd/results/after-outage", 1, 60)
     pub(

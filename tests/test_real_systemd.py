@@ -376,3 +376,24 @@ def wait_subscribed(broker: Broker, task: str) -> None:
     while f"clawd/results/{task}" not in log.read_text():
         assert time.monotonic() < end
         time.sleep(0.05)
+
+
+def test_a_start_without_the_broker_waits_for_it(
+    machine: systemd_boot.Machine, broker: Broker
+) -> None:
+    machine.sh("systemctl stop clawd")
+    broker.stop()
+    try:
+        machine.sh("systemctl start --no-block clawd")
+        waiting = wait_state(
+            machine, "clawd", lambda s: s["StatusText"].startswith("waiting for broker at")
+        )
+        assert (waiting["ActiveState"], waiting["SubState"]) == ("activating", "start")
+        assert "Connection refused" in waiting["StatusText"]
+    finally:
+        broker.start()
+    state = wait_state(machine, "clawd", lambda s: s["ActiveState"] != "activating")
+    assert (state["ActiveState"], state["SubState"]) == ("active", "running"), state
+    assert state["NRestarts"] == waiting["NRestarts"]
+    assert any(n.startswith("EXTEND_TIMEOUT_USEC=") for n in machine.notifications("clawd"))
+    assert round_trip(broker, "7-5")["result"] == 2

@@ -369,6 +369,44 @@ def test_stop_with_a_task_running_drains_it(machine: systemd_boot.Machine, broke
     assert "STOPPING=1" in "\n".join(machine.notifications("clawd"))
 
 
+def test_stop_hands_back_what_does_not_finish_in_time(
+    machine: systemd_boot.Machine, broker: Broker
+) -> None:
+    config(
+        machine,
+        broker,
+        "[worker]\ndrain_timeout = 0.5\n\n"
+        '[handlers.exec.slow]\ncommand = ["/bin/sh", "-c", "sleep 2.5; echo slept"]\n',
+    )
+    reload(machine)
+    task = f"long-{uuid.uuid4().hex[:8]}"
+    results = subprocess.Popen(
+        ["mosquitto_sub", *auth(broker), "-q", "1", "-C", "1", "-W", "90"]
+        + ["-t", f"clawd/results/{task}"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    wait_subscribed(broker, task)
+    subprocess.run(
+        ["mosquitto_pub", *auth(broker), "-q", "1", "-t", "clawd/tasks/normal/slow"]
+        + ["-m", json.dumps({"id": task, "type": "slow", "input": ""})],
+        check=True,
+    )
+    end = time.monotonic() + 30
+    while machine.sh("pgrep -f 'sleep 2.5'", check=False).returncode != 0:
+        assert time.monotonic() < end, "the task never started"
+        time.sleep(0.1)
+    machine.sh("systemctl stop clawd")
+    state = machine.show("clawd", *STATE)
+    assert (state["ActiveState"], state["Result"]) == ("inactive", "success"), state
+    assert "handing back 1 unfinished task(s)" in machine.journal("clawd")
+    machine.sh("systemctl start clawd")  # the journaled task runs again, to the end
+    out, _ = results.communicate(timeout=100)
+    doc = json.loads(out)
+    assert (doc["status"], doc["result"], doc["attempts"]) == ("ok", "slept", 2), doc
+    config(machine, broker)
+
+
 def wait_subscribed(broker: Broker, task: str) -> None:
     """Until mosquitto logged the subscription to the task's result topic."""
     log = broker.dir / "mosquitto.log"

@@ -438,6 +438,33 @@ def systemd_unit(worker: bool, force: bool) -> None:
     click.echo(render(worker=worker), nl=False)
 
 
+@systemd_group.command("reload")
+@click.argument("pid", type=int)
+@click.option(
+    "--state-dir",
+    envvar="CLAWD_STATE_DIR",
+    required=True,
+    help="The running clawd's state directory (default: $CLAWD_STATE_DIR).",
+)
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait.")
+def systemd_reload(pid: int, state_dir: str, timeout: float) -> None:
+    """SIGHUP clawd PID and wait until it runs the new configuration (the units'
+    ExecReload=): exit 0 when it does, 1 with the reason when it refused it."""
+    from clawd import reload_report
+
+    try:
+        doc = reload_report.request(Path(state_dir), pid, timeout)
+    except ProcessLookupError:
+        fail(f"no process {pid} to reload")
+    except PermissionError:
+        fail(f"not allowed to signal process {pid}")
+    except TimeoutError as exc:
+        fail(str(exc))
+    if not doc.get("ok"):
+        fail(f"reload refused, the running configuration stays: {doc.get('message')}")
+    click.echo(doc.get("message", "configuration reloaded"))
+
+
 cli.add_command(dlq_group)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,7 +17,7 @@ from typing import Any
 
 from clawd import broker as embedded
 from clawd import config as cfgmod
-from clawd import logs
+from clawd import logs, reload_report
 from clawd.broker_wait import wait_for_broker
 from clawd.distributor.core import SESSION_EXPIRY, Distributor
 from clawd.errors import BrokerError, ConfigError, PluginError
@@ -55,6 +55,7 @@ class Daemon:
         self.exit_code = 0
         self.locks: list[StateLock] = []
         self.endpoint: Endpoint | None = None
+        self.state_dir = config.state_path
         #: monotonic time the broker link went down (None while every link is up)
         self.down_since: float | None = None
 
@@ -62,6 +63,7 @@ class Daemon:
 
     def start(self) -> None:
         cfg = self.config
+        self.state_dir = cfg.state_path  # a reload cannot move it
         prepare(cfg.state_path)
         # before the journal or the broker session: a second clawd here is refused, not
         # left to fight the first one for its journal and its MQTT client id
@@ -249,6 +251,7 @@ class Daemon:
                 log.error("reload refused: %s", p)
             log.error("reload refused: keeping the running configuration")
             self.notifier.ready(self.status_line())
+            self._report_reload(False, "; ".join(problems))
             return
         components: list[Any] = [c for c in (self.distributor, self.worker) if c is not None]
         for c in components:
@@ -265,6 +268,14 @@ class Daemon:
             time.sleep(0.02)
         log.info("configuration reloaded from %s", ", ".join(new.sources) or "defaults")
         self.notifier.ready(self.status_line())
+        self._report_reload(True, "configuration reloaded")
+
+    def _report_reload(self, ok: bool, message: str) -> None:
+        """For ``clawd systemd reload`` (the units' ExecReload=), waiting on the outcome."""
+        try:
+            reload_report.record(self.state_dir, ok, message)
+        except OSError as exc:
+            log.warning("cannot record the reload outcome in %s: %s", self.state_dir, exc)
 
     def shutdown(self) -> None:
         self.notifier.stopping("draining")

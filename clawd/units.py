@@ -42,8 +42,10 @@ Type=notify
 # Only the daemon itself may report readiness or feed the watchdog, not handler processes.
 NotifyAccess=main
 ExecStart=/usr/bin/clawd run
-# SIGHUP re-reads the configuration; the daemon reports RELOADING=1 ... READY=1.
-ExecReload=/bin/kill -HUP $MAINPID
+# SIGHUP re-reads the configuration; the daemon reports RELOADING=1 ... READY=1. This
+# command sends it and waits for the outcome, so `systemctl reload` returns once the new
+# configuration runs, and fails (the old one stays) when it is invalid.
+ExecReload=/usr/bin/clawd systemd reload $MAINPID
 SyslogIdentifier=clawd
 # READY is sent only once the broker is connected and subscriptions are acknowledged.
 # While the broker is unreachable clawd waits for it (with backoff) and extends this
@@ -101,7 +103,7 @@ NotifyAccess=main
 # on the command line so that it wins over a [worker] id in the shared configuration.
 Environment=CLAWD_WORKER_ID=%H-%i
 ExecStart=/usr/bin/clawd run --role worker --worker-id ${CLAWD_WORKER_ID}
-ExecReload=/bin/kill -HUP $MAINPID
+ExecReload=/usr/bin/clawd systemd reload $MAINPID
 SyslogIdentifier=clawd-worker-%i
 TimeoutStartSec=90
 WatchdogSec=30
@@ -243,6 +245,7 @@ _EXEC_LINES = {
     False: "ExecStart=/usr/bin/clawd run\n",
     True: "ExecStart=/usr/bin/clawd run --role worker --worker-id ${CLAWD_WORKER_ID}\n",
 }
+_RELOAD_LINE = "ExecReload=/usr/bin/clawd systemd reload $MAINPID\n"
 
 # Paths the unit's own sandbox hides from the service, and the setting that hides them.
 _HIDDEN_PREFIXES = {
@@ -335,10 +338,10 @@ def render(worker: bool = False, executable: str | None = None) -> str:
         command = [os.path.abspath(found)]
 
     text = WORKER_UNIT if worker else MAIN_UNIT
-    old = _EXEC_LINES[worker]
     quoted = [_quote(command[0], program=True)] + [_quote(w) for w in command[1:]]
-    new = old.replace(DEFAULT_EXECUTABLE, " ".join(quoted), 1)
-    text = text.replace(old, new, 1)
+    for old in (_EXEC_LINES[worker], _RELOAD_LINE):
+        new = old.replace(DEFAULT_EXECUTABLE, " ".join(quoted), 1)
+        text = text.replace(old, new, 1)
     setting = hidden_by(command[0])
     if setting is not None:
         warning = (

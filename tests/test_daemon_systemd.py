@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import ROOT, free_port, lines, pub, sub
+from tests.conftest import ROOT, free_port, lines, pub, run_cli, sub
 
 
 def fields(notes: list[str]) -> list[str]:
@@ -144,3 +144,24 @@ def test_reload_is_ready_only_once_the_loops_run_the_new_config(broker, tmp_path
     # by READY the worker has re-announced itself with the new capacity
     docs = lines(status)
     assert [doc["capacity"] for doc in docs] == [4, 2], docs
+
+
+def test_systemd_reload_waits_for_the_outcome(broker, tmp_path, start_clawd, clawd_env):
+    state = tmp_path / "state"
+    cfg = write(tmp_path / "c.toml", broker.url, state)
+    d = start_clawd("-c", str(cfg), "run")
+    ok = run_cli("systemd", "reload", str(d.proc.pid), "--state-dir", str(state), env=clawd_env)
+    assert (ok.returncode, ok.stdout) == (0, "configuration reloaded\n"), ok.stderr
+    # by the time it returned, READY=1 had been sent (it is waiting on the socket)
+    seq = fields(collect(d, 0.3))
+    assert "RELOADING" in seq and "READY" in seq[seq.index("RELOADING") :]
+    cfg.write_text(cfg.read_text() + "\n[worker]\nconcurency = 2\n")
+    bad = run_cli(
+        "systemd", "reload", str(d.proc.pid), env={**clawd_env, "CLAWD_STATE_DIR": str(state)}
+    )
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("clawd: reload refused, the running configuration stays: ")
+    assert 'unknown key "concurency"' in bad.stderr and len(bad.stderr.splitlines()) == 1
+    assert d.proc.poll() is None
+    gone = run_cli("systemd", "reload", "999999999", "--state-dir", str(state), env=clawd_env)
+    assert (gone.returncode, gone.stderr) == (1, "clawd: no process 999999999 to reload\n")

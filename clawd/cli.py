@@ -445,11 +445,50 @@ def systemd_group() -> None:
 
 @systemd_group.command("unit")
 @click.option("--worker", is_flag=True, help="The clawd-worker@.service template instead.")
-def systemd_unit(worker: bool) -> None:
+@click.option(
+    "--force", is_flag=True, help="Print it even if the unit's sandbox hides this installation."
+)
+def systemd_unit(worker: bool, force: bool) -> None:
     """Print the unit file with this installation's paths."""
-    from clawd.units import render
+    from clawd.units import hidden_paths, render
 
+    problems = hidden_paths()
+    if problems and not force:
+        fail(
+            f"refusing to write a unit that cannot start: {'; '.join(problems)}. Install "
+            "clawd where the service can run it (pip install . into a virtualenv under /opt, "
+            "not -e from a home directory), or pass --force"
+        )
+    for problem in problems:
+        click.echo(f"clawd: warning: {problem}", err=True)
     click.echo(render(worker=worker), nl=False)
+
+
+@systemd_group.command("reload")
+@click.argument("pid", type=int)
+@click.option(
+    "--state-dir",
+    envvar="CLAWD_STATE_DIR",
+    required=True,
+    help="The running clawd's state directory (default: $CLAWD_STATE_DIR).",
+)
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait.")
+def systemd_reload(pid: int, state_dir: str, timeout: float) -> None:
+    """SIGHUP clawd PID and wait until it runs the new configuration (the units'
+    ExecReload=): exit 0 when it does, 1 with the reason when it refused it."""
+    from clawd import reload_report
+
+    try:
+        doc = reload_report.request(Path(state_dir), pid, timeout)
+    except ProcessLookupError:
+        fail(f"no process {pid} to reload")
+    except PermissionError:
+        fail(f"not allowed to signal process {pid}")
+    except TimeoutError as exc:
+        fail(str(exc))
+    if not doc.get("ok"):
+        fail(f"reload refused, the running configuration stays: {doc.get('message')}")
+    click.echo(doc.get("message", "configuration reloaded"))
 
 
 cli.add_command(dlq_group)

@@ -468,8 +468,13 @@ def read_password(broker: BrokerConfig, env: Mapping[str, str] = os.environ) -> 
         path = Path(broker.password_file)
     elif env.get("CREDENTIALS_DIRECTORY"):
         path = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-        if not path.exists():
-            return None
+        try:
+            if not path.exists():
+                return None
+        except OSError as exc:  # the credentials directory itself is unreadable
+            raise ConfigError(
+                [f"{path}: cannot read the broker password credential: {exc.strerror}"]
+            ) from None
     else:
         return None
     try:
@@ -478,7 +483,7 @@ def read_password(broker: BrokerConfig, env: Mapping[str, str] = os.environ) -> 
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError([f"{path}: cannot read the broker password: {why}"]) from None
     text = text[:-1] if text.endswith("\n") else text
-    # an empty file (the unit's LoadCredential= needs one to exist) means "no password"
+    # empty (the unit's SetCredential= default when no file is configured) means no password
     return text or None
 
 

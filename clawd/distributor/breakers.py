@@ -294,6 +294,12 @@ class Breakers:
         mine = f"worker/{worker_id}/"
         return [k for k in self._all if k.startswith(mine)] + [f"eject/{worker_id}"]
 
+    def configure(self, cfg: BreakerConfig) -> None:
+        """A reloaded config: breakers made from now on and the ones that exist follow it."""
+        self.cfg = cfg
+        for b in self._all.values():
+            b.cfg = cfg.for_type(b.key.rsplit("/", 1)[-1])
+
     def forget_worker(self, worker_id: str) -> None:
         """Drop a worker that is gone; its states are reported back to normal, so whatever
         mirrors them (retained topics) shows no stale open breaker. Its ejection count is

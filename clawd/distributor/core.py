@@ -88,6 +88,7 @@ class Distributor:
         self.strategy = plugins.make_strategy(
             config.distributor.strategy, dict(config.distributor.strategy_options)
         )
+        self.breakers.configure(config.breakers)
 
     # -- wiring --------------------------------------------------------------------------
 

@@ -104,11 +104,28 @@ class Worker:
 
     # -- the loop ------------------------------------------------------------------------
 
+    def _apply_reload(self, config: Any, plugins: Any) -> None:
+        """Take a reloaded config on this loop's thread: handlers, capabilities, lanes,
+        concurrency and the heartbeat; the id and the broker need a restart."""
+        self.pending_reload = None
+        old = self.config.worker
+        self.config, self.plugins = config, plugins
+        self.heartbeat = max(0.2, config.distributor.liveness_timeout / 4)
+        new = config.worker
+        if (new.concurrency, new.concurrency_limits) != (old.concurrency, old.concurrency_limits):
+            low, high = new.concurrency_limits
+            self.scaler = ConcurrencyScaler(low, high, initial=new.concurrency)
+            self.capacity = new.concurrency
+            # running tasks finish on the old pool's threads; new ones go to a pool sized
+            # for the new limit
+            old_pool, self.pool = self.pool, Pool(high)
+            old_pool.executor.shutdown(wait=False)
+            log.info("concurrency %d (between %d and %d) after reload", self.capacity, low, high)
+        self.announce()  # handlers, capabilities, lanes and capacity may have changed
+
     def run_once(self, timeout: float = 0.2) -> int:
         if self.pending_reload is not None:
-            self.config, self.plugins = self.pending_reload
-            self.pending_reload = None
-            self.announce()  # handlers may have changed
+            self._apply_reload(*self.pending_reload)
         inbox = self.inbox
         self.transport.poll(0.0 if inbox else timeout)
         handled = 0

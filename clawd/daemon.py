@@ -88,10 +88,6 @@ class Daemon:
                 url = info["url"]
         endpoint = self.endpoint = Endpoint.parse(url)
         password = cfgmod.read_password(cfg.broker)
-        if self.broker is None and not wait_for_broker(
-            endpoint, self.notifier, lambda: self._stop_requested
-        ):
-            return
         if password:
             logs.register_secret(password)
         base = {
@@ -119,38 +115,10 @@ class Daemon:
                     cfg.metrics.prometheus_port, cfg.metrics.prometheus_addr
                 )
             d.recover()
-            t = Transport(
-                endpoint,
-                Options(
-                    client_id=cfg.broker.client_id or f"clawd-distributor-{cfg.broker.prefix}",
-                    clean_start=False,
-                    session_expiry=SESSION_EXPIRY,
-                    manual_ack=True,
-                    subscriptions=d.subscriptions(),
-                    **base,
-                ),
-                d.on_message,
-            )
-            d.attach(t)
-            self.transports.append(t)
         if "worker" in self.roles:
-            w = self.worker = Worker(cfg, self.plugins)
-            t = Transport(
-                endpoint,
-                Options(
-                    client_id=f"clawd-worker-{w.id}",
-                    clean_start=True,
-                    will=w.will(),
-                    subscriptions=w.subscriptions(),
-                    **base,
-                ),
-                w.on_message,
-                on_state=lambda up, why: w.announce() if up else None,
-            )
-            w.attach(t)
-            self.transports.append(t)
-        for t in self.transports:
-            t.start(timeout=15)
+            self.worker = Worker(cfg, self.plugins)
+        if not self._connect(endpoint, base):
+            return  # stopped while waiting for the broker
         for t in self.transports:
             if not t.wait_subscribed(10):
                 raise BrokerError(f"broker at {endpoint} did not acknowledge subscriptions")
@@ -163,6 +131,62 @@ class Daemon:
             th.start()
         log.info("clawd running: roles %s, broker %s", ", ".join(self.roles), endpoint)
         self.notifier.ready(self.status_line())
+
+    def _connect(self, endpoint: Endpoint, base: dict[str, Any]) -> bool:
+        """Connect every role; a broker that is not there yet is waited for (False: a stop
+        came first). Only then is its socket probed, so a normal start makes one
+        connection per role and no more."""
+        while True:
+            self._make_transports(endpoint, base)
+            try:
+                for t in self.transports:
+                    t.start(timeout=15)
+                return True
+            except BrokerError:
+                if self.broker is not None or any(t.refused_for_good for t in self.transports):
+                    raise
+                for t in self.transports:
+                    t.stop()
+                self.transports.clear()
+                if not wait_for_broker(endpoint, self.notifier, lambda: self._stop_requested):
+                    return False
+
+    def _make_transports(self, endpoint: Endpoint, base: dict[str, Any]) -> None:
+        cfg = self.config
+        if self.distributor is not None:
+            d = self.distributor
+            t = Transport(
+                endpoint,
+                Options(
+                    client_id=cfg.broker.client_id or f"clawd-distributor-{cfg.broker.prefix}",
+                    clean_start=False,
+                    session_expiry=SESSION_EXPIRY,
+                    manual_ack=True,
+                    subscriptions=d.subscriptions(),
+                    **base,
+                ),
+                d.on_message,
+            )
+            t.fail_fast = self.broker is None
+            d.attach(t)
+            self.transports.append(t)
+        if self.worker is not None:
+            w = self.worker
+            t = Transport(
+                endpoint,
+                Options(
+                    client_id=f"clawd-worker-{w.id}",
+                    clean_start=True,
+                    will=w.will(),
+                    subscriptions=w.subscriptions(),
+                    **base,
+                ),
+                w.on_message,
+                on_state=lambda up, why: w.announce() if up else None,
+            )
+            t.fail_fast = self.broker is None
+            w.attach(t)
+            self.transports.append(t)
 
     def status_line(self) -> str:
         parts = []

@@ -95,6 +95,10 @@ class Transport:
         #: set when the first connection succeeded or failed in a way retrying cannot fix
         self._settled = threading.Event()
         self._ever_connected = False
+        #: the first connection failed in a way retrying cannot fix (credentials, TLS)
+        self.refused_for_good = False
+        #: start() gives up at once when nothing listens at the endpoint (the caller waits)
+        self.fail_fast = False
         self.compat = paho_compat.Compat(PAHO, options.compat)
         c = self.compat.client_class()(
             CallbackAPIVersion.VERSION2,
@@ -413,6 +417,9 @@ class Transport:
         if self._ever_connected:
             log.error("cannot reconnect to %s: %s", self.endpoint, why)
         elif fatal:
+            self.refused_for_good = True
+            self._give_up(client)
+        elif self.fail_fast:
             self._give_up(client)
 
     def _give_up(self, client: Any) -> None:
@@ -430,6 +437,7 @@ class Transport:
             if fatal and not self._ever_connected:
                 # at start-up, retrying bad credentials only hammers the broker; later
                 # (credentials rotated under us) paho's capped backoff keeps retrying
+                self.refused_for_good = True
                 self._give_up(client)
             return
         self._ever_connected = True

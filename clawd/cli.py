@@ -17,6 +17,8 @@ from clawd import broker as embedded
 from clawd import config as cfgmod
 from clawd.cli_common import EX_CONFIG, EX_UNAVAILABLE, config_of, fail
 from clawd.cli_dlq import dlq_group
+from clawd.cli_events import VERBS as EVENT_VERBS
+from clawd.cli_options import accept_config_anywhere
 from clawd.envelope import decode, encode
 from clawd.errors import BrokerError, ConfigError, JournalError, PluginError
 
@@ -427,6 +429,9 @@ def systemd_unit(worker: bool) -> None:
 
 
 cli.add_command(dlq_group)
+for _verb in EVENT_VERBS:
+    cli.add_command(_verb)
+accept_config_anywhere(cli)
 
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

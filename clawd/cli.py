@@ -19,7 +19,7 @@ from clawd.cli_common import EX_CONFIG, EX_UNAVAILABLE, config_of, fail
 from clawd.cli_dlq import dlq_group
 from clawd.cli_events import VERBS as EVENT_VERBS
 from clawd.cli_options import accept_config_anywhere
-from clawd.envelope import decode, encode
+from clawd.envelope import Rejected, decode, encode
 from clawd.errors import BrokerError, ConfigError, JournalError, PluginError
 
 log = logging.getLogger("clawd")
@@ -119,10 +119,15 @@ def _parse_input(text: str) -> Any:
 @click.option("--lane", help="Lane (default: [distributor] default_lane).")
 @click.option("--id", "task_id", help="Task id (default: generated).")
 @click.option("--requires", multiple=True, help="Capability the worker must have (repeatable).")
-@click.option("--timeout", type=float, help="Handler time limit in seconds.")
+@click.option("--task-timeout", "timeout", type=float, help="Handler time limit in seconds.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option(
-    "--wait-timeout", type=float, default=None, help="Give up waiting after this many seconds."
+    "--timeout",
+    "--wait-timeout",
+    "wait_timeout",
+    type=float,
+    default=None,
+    help="Give up waiting for results after this many seconds (exit 2).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print whole result documents.")
 @click.pass_context
@@ -143,11 +148,11 @@ def submit(
 
     INPUT is JSON if it parses, else text; - reads stdin.
     """
-    from clawd.client import submit_many
+    from clawd.client import submit_many, validate
 
     cfg = config_of(ctx)
     if file is not None:
-        _submit_file(cfg, file, wait or True, wait_timeout, as_json)
+        _submit_file(cfg, file, wait_timeout, as_json)
         return
     if not type_:
         raise click.UsageError("give a TYPE (or -f FILE)")
@@ -162,6 +167,10 @@ def submit(
             env[key] = value
     if requires:
         env["requires"] = list(requires)
+    try:
+        validate(cfg, env)  # the daemon's own parser: its message, before anything is sent
+    except Rejected as exc:
+        fail(f"rejected: {exc.error}")
     results = submit_many(cfg, [env], wait=wait, timeout=wait_timeout)
     if not wait:
         click.echo(env["id"])
@@ -184,10 +193,10 @@ def _print_result(doc: dict[str, Any], as_json: bool) -> None:
         click.echo(f"{doc['status']}: {doc.get('error')}", err=True)
 
 
-def _submit_file(cfg: Any, file: Any, wait: bool, timeout: float | None, as_json: bool) -> None:
+def _submit_file(cfg: Any, file: Any, timeout: float | None, as_json: bool) -> None:
     from rich.progress import Progress
 
-    from clawd.client import submit_many
+    from clawd.client import submit_many, validate
 
     envelopes = []
     for n, line in enumerate(file, 1):
@@ -199,6 +208,10 @@ def _submit_file(cfg: Any, file: Any, wait: bool, timeout: float | None, as_json
             fail(f"{file.name}:{n}: not JSON: {exc}")
         if not isinstance(env, dict):
             fail(f"{file.name}:{n}: expected a JSON object (a task envelope)")
+        try:
+            validate(cfg, env)
+        except Rejected as exc:
+            fail(f"{file.name}:{n}: rejected: {exc.error}")
         envelopes.append(env)
     counts: dict[str, int] = {}
     start = time.monotonic()
@@ -211,7 +224,7 @@ def _submit_file(cfg: Any, file: Any, wait: bool, timeout: float | None, as_json
             if as_json:
                 bar.console.print_json(encode(doc).decode())
 
-        results = submit_many(cfg, envelopes, wait=wait, timeout=timeout, on_result=seen)
+        results = submit_many(cfg, envelopes, wait=True, timeout=timeout, on_result=seen)
     missing = len(envelopes) - len(results)
     took = time.monotonic() - start
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
@@ -239,11 +252,17 @@ def results(ctx: click.Context, ids: tuple[str, ...], follow: bool, limit: int) 
 
     cfg = config_of(ctx)
     db = cfg.state_path / "journal.db"
+    missing: list[str] = list(ids)
     if db.exists():
         j = open_readonly(db)
-        for doc in j.results(list(ids) or None, limit):
+        docs = j.results(list(ids) or None, limit)
+        for doc in docs:
             click.echo(encode(doc).decode())
+        missing = [i for i in ids if i not in {d["id"] for d in docs}]
+        known = j.lookup_many(missing) if missing else {}
         j.db.close()
+        if missing and not follow:
+            fail("; ".join(_no_result(i, known.get(i)) for i in missing))
     elif not follow:
         fail(f"no journal at {db} (is the distributor running with this state dir?)")
     if follow:
@@ -256,6 +275,12 @@ def results(ctx: click.Context, ids: tuple[str, ...], follow: bool, limit: int) 
                 if not ids or doc.get("id") in ids:
                     click.echo(m.payload.decode(), nl=True)
                     sys.stdout.flush()
+
+
+def _no_result(task_id: str, known: tuple[str, Any] | None) -> str:
+    if known is None:
+        return f"no task with id {task_id}"
+    return f"task {task_id} has no result yet (it is {known[0]})"
 
 
 # -- status ----------------------------------------------------------------------------
@@ -286,7 +311,7 @@ def _snapshot(cfg: Any) -> dict[str, Any]:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, watch: bool) -> None:
     """Workers, lanes and rates at a glance."""
-    from clawd.status_view import render
+    from clawd.status_view import render, render_fitted
 
     cfg = config_of(ctx)
     if as_json:
@@ -299,10 +324,13 @@ def status(ctx: click.Context, as_json: bool, watch: bool) -> None:
     if not watch:
         console.print(render(_snapshot(cfg)))
         return
-    with Live(render(_snapshot(cfg)), console=console, refresh_per_second=1) as live:
+    def fitted() -> Any:
+        return render_fitted(_snapshot(cfg), console.width, console.height)
+
+    with Live(fitted(), console=console, refresh_per_second=1, screen=True) as live:
         while True:
             time.sleep(2)
-            live.update(render(_snapshot(cfg)))
+            live.update(fitted())
 
 
 # -- plugins ---------------------------------------------------------------------------
@@ -314,9 +342,9 @@ def status(ctx: click.Context, as_json: bool, watch: bool) -> None:
 def plugins(ctx: click.Context, as_json: bool) -> None:
     """List every plugin, where it came from and what it registered."""
     from rich.console import Console
-    from rich.table import Table
 
     from clawd.plugins import load_plugins
+    from clawd.status_view import plugin_table
 
     cfg = config_of(ctx)
     pm = load_plugins(cfg)
@@ -333,16 +361,7 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("plugin", "source", "handlers", "strategies", "hooks")
-    for r in rows:
-        table.add_row(
-            r["name"],
-            r["source"],
-            ", ".join(r["handlers"]),
-            ", ".join(r["strategies"]),
-            ", ".join(r["hooks"]),
-        )
-    Console().print(table)
+    Console().print(plugin_table(rows))
 
 
 # -- config ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 
 from clawd import broker as embedded
 from clawd import config as cfgmod
-from clawd.envelope import decode, encode, new_id
+from clawd.envelope import decode, encode, new_id, parse_submission
 from clawd.errors import BrokerError
 from clawd.topics import Topics
 from clawd.transport import Endpoint, Message, Options, Transport
@@ -116,6 +116,18 @@ class Client:
         return out
 
 
+def validate(config: Any, env: dict[str, Any]) -> None:
+    """Check an envelope with the daemon's own parser; Rejected carries its message.
+
+    Task types are not checked here: which ones the workers serve, only the distributor
+    knows (its rejection reaches a waiting client as a ``rejected`` result).
+    """
+    lane = env.get("lane") or config.distributor.default_lane
+    parse_submission(
+        ["tasks", lane], encode(env), lanes=config.lanes, max_payload=config.daemon.max_payload
+    )
+
+
 def submit_many(
     config: Any,
     envelopes: list[dict[str, Any]],
@@ -130,14 +142,19 @@ def submit_many(
     for env in envelopes:
         env.setdefault("id", new_id())
     one = envelopes[0]["id"] if len(envelopes) == 1 else "+"
-    subs = [(topics.result(one), 1)] if wait else []
+    # rejections also name the task on the errors topic: a waiting client hears of them
+    subs = [(topics.result(one), 1), (topics.errors, 1)] if wait else []
     results: dict[str, dict[str, Any]] = {}
     wanted = {e["id"] for e in envelopes}
     with Client(config, subs) as c:
-        for env in envelopes:
-            c.publish(topics.tasks(env.get("lane") or default_lane), encode(env), qos=1)
+        sent = [
+            c.transport.publish_tracked(topics.tasks(env.get("lane") or default_lane), encode(env))
+            for env in envelopes
+        ]
         if not wait:
-            time.sleep(0.1)  # let paho flush the PUBLISHes before disconnecting
+            # the broker has them (and keeps them for the distributor) once it acknowledged
+            if not all(d.wait(c.connect_timeout) for d in sent):
+                raise BrokerError(f"the broker at {c.transport.endpoint} did not acknowledge")
             return results
         done = threading.Event()
         end = None if timeout is None else time.monotonic() + timeout
@@ -149,6 +166,8 @@ def submit_many(
             if m is None:
                 break
             doc = decode(m.payload)
+            if m.topic == topics.errors:
+                doc = {"id": doc.get("id"), "status": "rejected", "error": doc.get("error")}
             if doc.get("id") in wanted and doc["id"] not in results:
                 results[doc["id"]] = doc
                 if on_result is not None:

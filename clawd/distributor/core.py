@@ -389,7 +389,7 @@ class Distributor:
             for task_id in ids:
                 self.replay(task_id)
         elif op == "purge":
-            self.journal.purge_dead()
+            self.journal.purge_dead(cmd.get("ids") or None)
         else:
             raise ValueError(f"unknown control command {op!r} (known: replay, purge)")
 

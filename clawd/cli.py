@@ -324,6 +324,7 @@ def status(ctx: click.Context, as_json: bool, watch: bool) -> None:
     if not watch:
         console.print(render(_snapshot(cfg)))
         return
+
     def fitted() -> Any:
         return render_fitted(_snapshot(cfg), console.width, console.height)
 

@@ -244,8 +244,11 @@ def _submit_file(cfg: Any, file: Any, timeout: float | None, as_json: bool) -> N
 @click.argument("ids", nargs=-1)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing results as they arrive.")
 @click.option("--limit", default=20, show_default=True, help="How many recent results.")
+@click.option("--timeout", type=float, help="Stop following after this many seconds.")
 @click.pass_context
-def results(ctx: click.Context, ids: tuple[str, ...], follow: bool, limit: int) -> None:
+def results(
+    ctx: click.Context, ids: tuple[str, ...], follow: bool, limit: int, timeout: float | None
+) -> None:
     """Print stored results (JSON lines), newest last; --follow streams new ones."""
     from clawd.client import Client
     from clawd.journal import open_readonly
@@ -266,9 +269,10 @@ def results(ctx: click.Context, ids: tuple[str, ...], follow: bool, limit: int) 
     elif not follow:
         fail(f"no journal at {db} (is the distributor running with this state dir?)")
     if follow:
+        end = None if timeout is None else time.monotonic() + timeout
         with Client(cfg, [(cfg.broker.prefix + "/results/+", 1)]) as c:
-            while True:
-                m = c.next(None)
+            while end is None or time.monotonic() < end:
+                m = c.next(1.0 if end is None else max(0.0, min(1.0, end - time.monotonic())))
                 if m is None:
                     continue
                 doc = decode(m.payload)

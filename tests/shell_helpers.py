@@ -110,8 +110,8 @@ def wait_workers(broker: Broker, channel: str, n: int, timeout: float = 20) -> l
 
 def results(env: dict[str, str], *ids: str) -> dict[str, dict[str, Any]]:
     """The stored results of ``ids`` (``clawd results``), by id."""
-    r = run_cli("results", *ids, env=env)
-    assert r.returncode == 0, r.stderr
+    r = run_cli("results", *ids, env=env)  # exits 1 while some have no result yet
+    assert "Traceback" not in r.stderr, r.stderr
     docs = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
     return {d["id"]: d for d in docs}
 

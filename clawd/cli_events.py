@@ -7,9 +7,10 @@ the broker of the config (``-c``, ``$CLAWD_CONFIG``, /etc/clawd/clawd.toml);
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import click
@@ -170,7 +171,7 @@ def sub(
     subs = [(plain, 1), (channels.task_filter(p, channel), 1)]
     seen = 0
     end = None if timeout is None else time.monotonic() + timeout
-    with Client(cfg, subs) as c:
+    with Client(cfg, subs) as c, _interrupt_ends():
         while count is None or seen < count:
             left = None if end is None else end - time.monotonic()
             if left is not None and left <= 0:
@@ -186,6 +187,15 @@ def sub(
             except BrokenPipeError:
                 _quiet_exit()
             seen += 1
+
+
+@contextlib.contextmanager
+def _interrupt_ends() -> Iterator[None]:
+    """Ctrl-C ends a stream quietly, with the shell's status for it."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 def _quiet_exit() -> NoReturn:

@@ -268,10 +268,9 @@ def subexec(
         timeout=timeout,
         config_path=ctx.find_root().obj.get("path"),
     )
-    click.echo(
-        f"{_program()}: worker {cfg.worker.id} serves {channel} with {' '.join(argv)}",
-        err=True,
-    )
+    shown = " ".join(argv).strip().splitlines()[0]
+    shown = shown if len(shown) <= 40 and len(" ".join(argv)) <= 40 else shown[:40] + " ..."
+    click.echo(f"{_program()}: worker {cfg.worker.id} serves {channel}: {shown}", err=True)
     sys.exit(server.run())
 
 

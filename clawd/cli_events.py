@@ -17,8 +17,8 @@ import click
 
 from clawd import __version__, channels
 from clawd.cli_common import config_of
-from clawd.cli_options import config_option
-from clawd.envelope import Rejected, encode, parse_submission
+from clawd.cli_options import CONFIG_HELP, set_config_path
+from clawd.envelope import Rejected, decode, encode, parse_submission
 from clawd.errors import BrokerError
 from clawd.subexec import BROKER_ENV, PREFIX_ENV
 
@@ -27,7 +27,7 @@ F = Callable[..., Any]
 
 def _program() -> str:
     ctx = click.get_current_context(silent=True)
-    return (ctx.find_root().info_name if ctx else None) or "claw.events"
+    return "clawd" if ctx is not None and ctx.find_root().command is not events else "claw.events"
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -48,8 +48,14 @@ def connection_options(f: F) -> F:
         metavar="URL",
         help="Broker URL, e.g. mqtt://127.0.0.1:1883 (default: the running clawd's).",
     )(f)
-    f.__click_params__.append(config_option())  # type: ignore[attr-defined]
-    return f
+    return click.option(
+        "-c",
+        "--config",
+        metavar="FILE",
+        expose_value=False,
+        callback=set_config_path,
+        help=CONFIG_HELP,
+    )(f)
 
 
 def _config(ctx: click.Context, broker_url: str | None, prefix: str | None) -> Any:
@@ -73,8 +79,6 @@ def _channel(name: str) -> str:
 
 def _served(client: Any, channel: str) -> bool:
     """Whether some worker (online or not) announced ``channel`` as a task type."""
-    from clawd.envelope import decode
-
     for m in client.retained():
         try:
             doc = decode(m.payload)

@@ -9,7 +9,7 @@ import click
 CONFIG_HELP = "Config file (default: $CLAWD_CONFIG, then /etc/clawd/clawd.toml)."
 
 
-def _set_path(ctx: click.Context, param: Any, value: str | None) -> None:
+def set_config_path(ctx: click.Context, param: Any, value: str | None) -> None:
     # the root group's -c lands in the same place: the last one typed wins
     if value is not None:
         ctx.find_root().obj["path"] = value
@@ -21,7 +21,7 @@ def config_option() -> click.Option:
         ["-c", "--config"],
         metavar="FILE",
         expose_value=False,
-        callback=_set_path,
+        callback=set_config_path,
         help=CONFIG_HELP,
     )
 

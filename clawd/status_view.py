@@ -98,13 +98,11 @@ def render_fitted(snap: dict[str, Any], width: int = 80, height: int = 24) -> Gr
             )
         )
         rates = m.get("rates", {})
-        lines.append(
-            "tasks: "
-            + "  ".join(
-                f"{k} {v}" + (f" ({rates[k]}/s)" if rates.get(k) else "")
-                for k, v in sorted(m.get("counters", {}).items())
-            )
+        counters = "  ".join(
+            f"{k} {v}" + (f" ({rates[k]}/s)" if rates.get(k) else "")
+            for k, v in sorted(m.get("counters", {}).items())
         )
+        lines.append("tasks: " + (counters or "none yet"))
         b = m.get("breakers") or {}
         tripped = [
             f"{kind}/{k} {v.get('state')}"

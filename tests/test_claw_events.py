@@ -217,3 +217,31 @@ def test_whoami_third_word_is_the_id(clawd_env: dict[str, str], tmp_path: Path) 
     # the same verbs under clawd
     r = subprocess.run(["clawd", "whoami"], env=env, capture_output=True, text=True)
     assert r.stdout == events("whoami", env=env).stdout
+
+
+def test_a_task_of_a_killed_subexec_runs_on_another(
+    env: dict[str, str], broker: Broker, tmp_path: Path
+) -> None:
+    # the first run blocks until released; the worker running it is then killed -9
+    release = tmp_path / "release"
+    script = (
+        f'echo "$CLAW_WORKER_ID $$" >> {tmp_path}/runs; '
+        f"while [ ! -e {release} ]; do sleep 0.05; done; echo done"
+    )
+    workers = [subexec("agent.pair.tasks", "sh", "-c", script, env=env) for _ in range(2)]
+    try:
+        wait_workers(broker, "agent.pair.tasks", 2)
+        assert events("pub", "agent.pair.tasks", '{"id": "k-1"}', env=env).returncode == 0
+        runs = tmp_path / "runs"
+        _wait_for_file(runs)
+        first, pid = runs.read_text().split()
+        victim = next(w for w in workers if first.endswith(f"-{w.proc.pid}"))
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        os.kill(int(pid), signal.SIGKILL)  # its command, in its own process group
+        release.touch()
+        done = wait_results(env, "k-1")["k-1"]
+    finally:
+        for w in workers:
+            w.stop(signal.SIGKILL)
+    assert done["status"] == "ok" and done["result"] == "done"
+    assert done["worker"] != first and done["attempts"] == 2

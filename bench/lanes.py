@@ -3,6 +3,11 @@
 A distributor and 2 workers (4 slots each) on a private mosquitto; all tasks are
 published at once (a backlog of every lane), each sleeps ``--task-ms``; the wait of a
 task is ``started_at - submitted_at`` from its result.
+
+A second table, "high under a low backlog": ``--low`` low tasks queued at once, then
+``--high`` high tasks published one after another (each once the previous one's result
+arrived). A high task should wait about one free slot, never for the backlog. The
+test suite checks the same by counting (tests/test_scheduling.py); the times are here.
 """
 
 from __future__ import annotations
@@ -54,6 +59,44 @@ def run(total: int, task_ms: float, seed: int = 1) -> dict[str, list[float]]:
         broker.stop()
 
 
+def run_high_under_low(low: int, high: int, task_ms: float) -> dict[str, list[float]]:
+    wd = workdir("clawd-lanes-")
+    broker = Mosquitto(wd).start()
+    cluster = Cluster(wd, broker.port, concurrency=4, tag="lanes")
+    waits: dict[str, list[float]] = {"high": [], "low": []}
+    try:
+        cluster.start_distributor()
+        cluster.start_workers()
+        cfg = load(str(wd / "lanes-distributor.toml"))
+        with Client(cfg, [("clawd/results/+", 1)]) as c:
+
+            def take(until: str | None) -> None:
+                end = time.monotonic() + 600
+                while time.monotonic() < end:
+                    m = c.next(1)
+                    if m is None:
+                        continue
+                    r = decode(m.payload)
+                    waits[r["lane"]].append(r["started_at"] - r["submitted_at"])
+                    if until is None or r["id"] == until:
+                        return
+
+            for i in range(low):
+                env = {"id": f"low-{i}", "type": "busy", "input": task_ms / 1000}
+                c.publish("clawd/tasks/low", encode(env), qos=1)
+            take(None)
+            for i in range(high):
+                env = {"id": f"high-{i}", "type": "busy", "input": task_ms / 1000}
+                c.publish("clawd/tasks/high", encode(env), qos=1)
+                take(f"high-{i}")
+            while len(waits["low"]) < low:
+                take(None)
+        return waits
+    finally:
+        cluster.stop()
+        broker.stop()
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * q))] if xs else 0.0
@@ -63,6 +106,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tasks", type=int, default=5000)
     ap.add_argument("--task-ms", type=float, default=5.0)
+    ap.add_argument("--low", type=int, default=2000, help="low backlog of the second table")
+    ap.add_argument("--high", type=int, default=50, help="high tasks of the second table")
     args = ap.parse_args()
     waits = run(args.tasks, args.task_ms)
     table = Table(
@@ -80,6 +125,26 @@ def main() -> None:
         table.add_row(
             lane,
             str(weight),
+            str(len(w)),
+            f"{1000 * statistics.median(w):.1f}",
+            f"{1000 * pct(w, 0.99):.1f}",
+            f"{1000 * max(w):.1f}",
+        )
+    Console().print(table)
+    waits = run_high_under_low(args.low, args.high, args.task_ms)
+    table = Table(
+        "lane",
+        "tasks",
+        "p50 wait ms",
+        "p99 wait ms",
+        "max wait ms",
+        title=f"high under a low backlog: {args.low} low tasks queued, then {args.high} high "
+        f"tasks one at a time; {args.task_ms:g} ms each, 2 workers x 4 slots",
+    )
+    for lane in ("high", "low"):
+        w = waits[lane]
+        table.add_row(
+            lane,
             str(len(w)),
             f"{1000 * statistics.median(w):.1f}",
             f"{1000 * pct(w, 0.99):.1f}",

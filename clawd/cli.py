@@ -19,6 +19,7 @@ from clawd.cli_common import EX_CONFIG, EX_UNAVAILABLE, config_of, fail
 from clawd.cli_dlq import dlq_group
 from clawd.cli_events import VERBS as EVENT_VERBS
 from clawd.cli_options import accept_config_anywhere
+from clawd.cli_task import task_command
 from clawd.envelope import Rejected, decode, encode
 from clawd.errors import BrokerError, ConfigError, JournalError, PluginError
 
@@ -255,17 +256,28 @@ def results(
 
     cfg = config_of(ctx)
     db = cfg.state_path / "journal.db"
-    missing: list[str] = list(ids)
     if db.exists():
         j = open_readonly(db)
         docs = j.results(list(ids) or None, limit)
         for doc in docs:
             click.echo(encode(doc).decode())
-        missing = [i for i in ids if i not in {d["id"] for d in docs}]
-        known = j.lookup_many(missing) if missing else {}
+        missing = set(ids) - {d.get("id") for d in docs}
+        known = j.lookup_many(sorted(missing))
         j.db.close()
-        if missing and not follow:
-            fail("; ".join(_no_result(i, known.get(i)) for i in missing))
+        for task_id in sorted(missing):
+            if task_id in known:
+                click.echo(f"clawd: {task_id}: not finished yet ({known[task_id][0]})", err=True)
+            else:
+                kept = cfg.journal.retention
+                click.echo(
+                    f"clawd: {task_id}: unknown: never submitted here, or finished more than "
+                    f"{_duration(kept)} ago and pruned ([journal] retention)"
+                    if kept
+                    else f"clawd: {task_id}: unknown: never submitted here",
+                    err=True,
+                )
+        if missing - known.keys() and not follow:
+            sys.exit(1)
     elif not follow:
         fail(f"no journal at {db} (is the distributor running with this state dir?)")
     if follow:
@@ -281,10 +293,12 @@ def results(
                     sys.stdout.flush()
 
 
-def _no_result(task_id: str, known: tuple[str, Any] | None) -> str:
-    if known is None:
-        return f"no task with id {task_id}"
-    return f"task {task_id} has no result yet (it is {known[0]})"
+def _duration(seconds: float) -> str:
+    """``604800`` -> ``7d``: the retention as an operator would write it."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 # -- status ----------------------------------------------------------------------------
@@ -445,14 +459,54 @@ def systemd_group() -> None:
 
 @systemd_group.command("unit")
 @click.option("--worker", is_flag=True, help="The clawd-worker@.service template instead.")
-def systemd_unit(worker: bool) -> None:
+@click.option(
+    "--force", is_flag=True, help="Print it even if the unit's sandbox hides this installation."
+)
+def systemd_unit(worker: bool, force: bool) -> None:
     """Print the unit file with this installation's paths."""
-    from clawd.units import render
+    from clawd.units import hidden_paths, render
 
+    problems = hidden_paths()
+    if problems and not force:
+        fail(
+            f"refusing to write a unit that cannot start: {'; '.join(problems)}. Install "
+            "clawd where the service can run it (pip install . into a virtualenv under /opt, "
+            "not -e from a home directory), or pass --force"
+        )
+    for problem in problems:
+        click.echo(f"clawd: warning: {problem}", err=True)
     click.echo(render(worker=worker), nl=False)
 
 
+@systemd_group.command("reload")
+@click.argument("pid", type=int)
+@click.option(
+    "--state-dir",
+    envvar="CLAWD_STATE_DIR",
+    required=True,
+    help="The running clawd's state directory (default: $CLAWD_STATE_DIR).",
+)
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait.")
+def systemd_reload(pid: int, state_dir: str, timeout: float) -> None:
+    """SIGHUP clawd PID and wait until it runs the new configuration (the units'
+    ExecReload=): exit 0 when it does, 1 with the reason when it refused it."""
+    from clawd import reload_report
+
+    try:
+        doc = reload_report.request(Path(state_dir), pid, timeout)
+    except ProcessLookupError:
+        fail(f"no process {pid} to reload")
+    except PermissionError:
+        fail(f"not allowed to signal process {pid}")
+    except TimeoutError as exc:
+        fail(str(exc))
+    if not doc.get("ok"):
+        fail(f"reload refused, the running configuration stays: {doc.get('message')}")
+    click.echo(doc.get("message", "configuration reloaded"))
+
+
 cli.add_command(dlq_group)
+cli.add_command(task_command)
 for _verb in EVENT_VERBS:
     cli.add_command(_verb)
 accept_config_anywhere(cli)

@@ -21,6 +21,7 @@ import tomli_w
 from clawd.config_check import NAME_PATTERN, Problems, check_config, check_tables
 from clawd.config_files import Origins, dropins, merge, read_toml
 from clawd.config_sample import SAMPLE as SAMPLE  # re-exported: `clawd config init`
+from clawd.durations import parse_duration
 from clawd.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/clawd/clawd.toml")
@@ -70,6 +71,14 @@ class DaemonConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     journal_sync: Literal["normal", "full"] = "normal"
 
 
+class JournalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[journal]``: how long the distributor's journal remembers finished tasks."""
+
+    #: seconds a terminal task (its result, and its id for deduplication) is kept; 0: for
+    #: ever. A duration such as "7d" in the file is converted by :func:`load`.
+    retention: Annotated[float, msgspec.Meta(ge=0)] = 7 * 86_400.0
+
+
 class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[worker]``: what this worker offers."""
 
@@ -105,6 +114,8 @@ class DistributorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     default_lane: str = "normal"
     #: times the worker running a task may vanish before the task is dead-lettered (poison)
     poison_after: PositiveInt = 3
+    #: seconds after a worker went offline before its status, breakers and metrics go
+    forget_after: PositiveFloat = 3600.0
 
 
 class LaneConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -242,6 +253,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
     distributor: DistributorConfig = msgspec.field(default_factory=DistributorConfig)
+    journal: JournalConfig = msgspec.field(default_factory=JournalConfig)
     lanes: Annotated[
         dict[Name, LaneConfig],
         msgspec.Meta(min_length=1, extra={"hint": "define at least one [lanes.<name>] table"}),
@@ -322,6 +334,7 @@ def _build(
         msgspec.inspect.type_info(t) for t in (Config, HandlerConfig, ExecConfig)
     )
     _ejection_per_type(data, p)
+    _durations(data, p)
     good = check_tables(data, p, cast(msgspec.inspect.StructType, config_t), handler_t, exec_t)
     try:
         cfg = msgspec.convert(good, Config)
@@ -378,6 +391,23 @@ def _ejection_per_type(data: dict[str, Any], p: Problems) -> None:
             )
             p.add(path, msg, table=True, source=p.source((*path, key)), key=(*path, key))
             del table[key]
+
+
+#: keys that take a duration ("7d", "90s") as well as a number of seconds
+_DURATION_KEYS = (("journal", "retention"),)
+
+
+def _durations(data: dict[str, Any], p: Problems) -> None:
+    """Turn duration text into seconds before the schema (a number) is checked."""
+    for table, key in _DURATION_KEYS:
+        section = data.get(table)
+        if not isinstance(section, dict) or key not in section:
+            continue
+        try:
+            section[key] = parse_duration(section[key])
+        except ValueError as exc:
+            p.add((table, key), str(exc))
+            del section[key]
 
 
 def _check_breakers(cfg: Config, p: Problems) -> None:
@@ -438,8 +468,13 @@ def read_password(broker: BrokerConfig, env: Mapping[str, str] = os.environ) -> 
         path = Path(broker.password_file)
     elif env.get("CREDENTIALS_DIRECTORY"):
         path = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-        if not path.exists():
-            return None
+        try:
+            if not path.exists():
+                return None
+        except OSError as exc:  # the credentials directory itself is unreadable
+            raise ConfigError(
+                [f"{path}: cannot read the broker password credential: {exc.strerror}"]
+            ) from None
     else:
         return None
     try:
@@ -448,7 +483,7 @@ def read_password(broker: BrokerConfig, env: Mapping[str, str] = os.environ) -> 
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError([f"{path}: cannot read the broker password: {why}"]) from None
     text = text[:-1] if text.endswith("\n") else text
-    # an empty file (the unit's LoadCredential= needs one to exist) means "no password"
+    # empty (the unit's SetCredential= default when no file is configured) means no password
     return text or None
 
 

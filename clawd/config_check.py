@@ -18,13 +18,14 @@ import math
 import os
 import re
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec.inspect as mi
 
 from clawd.config_files import Origins, absolutize
+from clawd.errors import ConfigError
 
 if TYPE_CHECKING:
     from clawd.config import Config
@@ -432,8 +433,43 @@ def check_config(cfg: Config, p: Problems, env: Mapping[str, str]) -> None:
             p.add(("worker", "id"), msg, source="$CLAWD_WORKER_ID")
         else:
             p.add(("worker", "id"), msg + " (derived from the host name; set it)")
+    if p.ok(("daemon", "roles")):
+        for i, msg in role_problems(cfg.daemon.roles):
+            p.add(("daemon", "roles", i), msg)
     if p.ok(("daemon", "roles")) and "worker" in cfg.daemon.roles:
         _check_exec(cfg, p)
+
+
+#: the roles one clawd process can run, each at most once
+ROLES = ("distributor", "worker")
+
+
+def role_problems(roles: Sequence[str]) -> list[tuple[int, str]]:
+    """(index, message) for each unknown or repeated role in ``roles``."""
+    out: list[tuple[int, str]] = []
+    seen: set[str] = set()
+    for i, role in enumerate(roles):
+        if role not in ROLES:
+            known = ", ".join(json.dumps(r) for r in ROLES)
+            out.append((i, f"{describe(role)}: expected one of {known}"))
+        elif role in seen:
+            out.append(
+                (
+                    i,
+                    f"{json.dumps(role)} is listed twice; a process runs each role once "
+                    "(two distributors over one journal would dispatch every task twice)",
+                )
+            )
+        seen.add(role)
+    return out
+
+
+def check_roles(roles: Sequence[str], where: str = "--role") -> None:
+    """Raise :class:`ConfigError` for roles given on the command line that are unknown or
+    repeated (the config file's ``[daemon] roles`` is checked by :func:`check_config`)."""
+    problems = role_problems(roles)
+    if problems:
+        raise ConfigError([f"{where}: {msg}" for _, msg in problems])
 
 
 def _check_broker(cfg: Config, p: Problems) -> None:

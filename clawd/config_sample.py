@@ -77,9 +77,17 @@ liveness_timeout = 10.0
 default_lane = "normal"
 # times the worker running a task may vanish before it is dead-lettered as poison
 poison_after = 3
+# seconds after a worker went offline before clawd forgets it (status, breakers, metrics)
+forget_after = 3600.0
 
 # options for the strategy, as its documentation describes
 [distributor.strategy_options]
+
+[journal]
+# how long the distributor keeps a finished task (its result, and its id: a task submitted
+# again with the id of one pruned is run again); seconds or "7d", "12h", "90s"; 0: for ever.
+# Dead letters are kept until replayed or purged.
+retention = "7d"
 
 # Priority lanes: higher weight, larger share, and no lane starves. A [lanes.<name>]
 # table adds a lane or changes the weight of a built-in one.

@@ -2,7 +2,9 @@
 
 Each role has its own MQTT connection, driven by its own loop thread; the main thread
 only waits for signals and supervises the embedded broker. The systemd watchdog is pinged
-from the first role's loop, and only while every role loop keeps turning.
+from the first role's loop, and only while every role loop keeps turning. It proves the
+loops make progress, nothing else: a broker outage shows in STATUS and the log, and the
+loops keep turning (and reconnecting) through it, so systemd has no reason to kill clawd.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from typing import Any
 
 from clawd import broker as embedded
 from clawd import config as cfgmod
-from clawd import logs
+from clawd import logs, reload_report
+from clawd.broker_wait import wait_for_broker
+from clawd.config_check import check_roles
 from clawd.distributor.core import SESSION_EXPIRY, Distributor
-from clawd.errors import BrokerError, ConfigError, PluginError
+from clawd.errors import BrokerError, ConfigError
 from clawd.journal import Journal
 from clawd.plugins import load_plugins
+from clawd.state_lock import StateLock, prepare
 from clawd.systemd import Notifier
 from clawd.transport import Endpoint, Options, Transport
 from clawd.worker.core import Worker
@@ -28,6 +33,8 @@ log = logging.getLogger("clawd.daemon")
 
 #: seconds a role loop may go without turning before the watchdog stops being fed
 STALL = 5.0
+#: seconds a reload may take to reach every loop before it is reported anyway
+RELOAD_WAIT = 10.0
 
 
 class Daemon:
@@ -47,12 +54,28 @@ class Daemon:
         self._stop_requested = False
         self._reload_requested = False
         self.exit_code = 0
+        self.locks: list[StateLock] = []
+        self.endpoint: Endpoint | None = None
+        self.state_dir = config.state_path
+        #: monotonic time the broker link went down (None while every link is up)
+        self.down_since: float | None = None
 
     # -- start ---------------------------------------------------------------------------
 
     def start(self) -> None:
         cfg = self.config
-        cfg.state_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        check_roles(self.roles)
+        self.state_dir = cfg.state_path  # a reload cannot move it
+        prepare(cfg.state_path)
+        # before the journal or the broker session: a second clawd here is refused, not
+        # left to fight the first one for its journal and its MQTT client id
+        if "distributor" in self.roles:
+            self.locks.append(StateLock(cfg.state_path, "distributor", "the distributor"))
+        if "worker" in self.roles:
+            wid = cfg.worker.id
+            self.locks.append(StateLock(cfg.state_path, f"worker-{wid}", f"worker {wid}"))
+        for lock in self.locks:
+            lock.acquire()
         self.plugins = load_plugins(cfg)
         url = cfg.broker.url
         if url == "embedded":
@@ -62,8 +85,12 @@ class Daemon:
                 url = self.broker.start()
             else:
                 url = info["url"]
-        endpoint = Endpoint.parse(url)
+        endpoint = self.endpoint = Endpoint.parse(url)
         password = cfgmod.read_password(cfg.broker)
+        if self.broker is None and not wait_for_broker(
+            endpoint, self.notifier, lambda: self._stop_requested
+        ):
+            return
         if password:
             logs.register_secret(password)
         base = {
@@ -81,6 +108,7 @@ class Daemon:
                 cfg.state_path / "journal.db",
                 fsync=cfg.daemon.journal_sync == "full",
                 checkpointer=True,
+                retention=cfg.journal.retention,
             )
             d = self.distributor = Distributor(cfg, self.plugins, journal)
             if cfg.metrics.prometheus_port:
@@ -125,7 +153,6 @@ class Daemon:
         for t in self.transports:
             if not t.wait_subscribed(10):
                 raise BrokerError(f"broker at {endpoint} did not acknowledge subscriptions")
-        self.endpoint = endpoint
         for role in self.roles:
             th = threading.Thread(
                 target=self._loop, args=(role,), name=f"clawd-{role}", daemon=True
@@ -138,6 +165,9 @@ class Daemon:
 
     def status_line(self) -> str:
         parts = []
+        if self.down_since is not None:
+            down = time.monotonic() - self.down_since
+            parts.append(f"broker {self.endpoint} unreachable for {down:.0f}s, reconnecting")
         if self.distributor is not None:
             d = self.distributor
             parts.append(
@@ -165,9 +195,20 @@ class Daemon:
             now = time.monotonic()
             self.loops[role] = now
             if first:
+                # progress of the loops only: a broker outage is not a reason to be killed
                 progressing = all(now - t < STALL for t in self.loops.values())
-                progressing = progressing and all(t.connected.is_set() for t in self.transports)
                 self.notifier.maybe_watchdog(progressing)
+                up = all(t.connected.is_set() for t in self.transports)
+                if up == (self.down_since is not None):
+                    self.down_since = None if up else now
+                    next_status = now  # say so at once
+                    exporter = self.distributor.metrics.exporter if self.distributor else None
+                    if exporter is not None:
+                        exporter.broker(up)
+                    if up:
+                        log.info("broker %s reachable again", self.endpoint)
+                    else:
+                        log.warning("broker %s unreachable; reconnecting", self.endpoint)
                 if now >= next_status:
                     self.notifier.status(self.status_line())
                     next_status = now + 5
@@ -207,21 +248,37 @@ class Daemon:
                 plugins.make_strategy(
                     new.distributor.strategy, dict(new.distributor.strategy_options)
                 )
-        except (ConfigError, PluginError) as exc:
-            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+        except Exception as exc:  # plugin code ran here: anything it raises refuses the reload
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc) or repr(exc)]
             for p in problems:
                 log.error("reload refused: %s", p)
             log.error("reload refused: keeping the running configuration")
             self.notifier.ready(self.status_line())
+            self._report_reload(False, "; ".join(problems))
             return
-        if self.distributor is not None:
-            self.distributor.pending_reload = (new, plugins)
-        if self.worker is not None:
-            self.worker.pending_reload = (new, plugins)
+        components: list[Any] = [c for c in (self.distributor, self.worker) if c is not None]
+        for c in components:
+            c.pending_reload = (new, plugins)
         logging.getLogger("clawd").setLevel(new.daemon.log_level.upper())
         self.config = new
+        # READY only once every loop runs the new configuration (each takes it on its
+        # next turn, on its own thread)
+        deadline = time.monotonic() + RELOAD_WAIT
+        while any(c.pending_reload is not None for c in components):
+            if time.monotonic() > deadline or self.stop_event.is_set():
+                log.warning("reload: a loop did not take the new configuration in time")
+                break
+            time.sleep(0.02)
         log.info("configuration reloaded from %s", ", ".join(new.sources) or "defaults")
         self.notifier.ready(self.status_line())
+        self._report_reload(True, "configuration reloaded")
+
+    def _report_reload(self, ok: bool, message: str) -> None:
+        """For ``clawd systemd reload`` (the units' ExecReload=), waiting on the outcome."""
+        try:
+            reload_report.record(self.state_dir, ok, message)
+        except OSError as exc:
+            log.warning("cannot record the reload outcome in %s: %s", self.state_dir, exc)
 
     def shutdown(self) -> None:
         self.notifier.stopping("draining")
@@ -252,4 +309,7 @@ class Daemon:
                 log.debug("transport stop failed", exc_info=True)
         if self.broker is not None:
             self.broker.stop()
-        log.info("clawd stopped")
+        for lock in self.locks:
+            lock.release()
+        if self.threads:  # a start that failed says why, and only that
+            log.info("clawd stopped")

@@ -9,6 +9,12 @@ it past 1000 pages, two fsyncs included: a stall of milliseconds every hundred o
 tasks. The distributor's journal runs a :class:`Checkpointer` thread instead, with its
 own connection, so commits only ever append to the WAL; SQLite's own checkpoint stays
 as a backstop at ``BACKSTOP_PAGES``.
+
+The same thread prunes terminal tasks older than the retention (``[journal] retention``),
+in batches of ``PRUNE_BATCH`` rows, each its own short transaction: a commit of the loop
+waits for one batch at most, and SQLite reuses the freed pages, so under a steady load
+the file stops growing. A task that is a dead letter, or whose result the broker has not
+acknowledged yet, is never pruned.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from clawd import clock
 from clawd.envelope import Task, decode, encode
 from clawd.errors import JournalError
 
@@ -61,6 +68,15 @@ BACKSTOP_PAGES = 16_000
 #: the WAL file is truncated back to this many bytes after a checkpoint restarts it
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
+#: rows deleted per pruning transaction (a commit of the loop waits for one batch at most)
+PRUNE_BATCH = 500
+#: most seconds between two prunes (less when the retention is shorter)
+PRUNE_EVERY = 30.0
+#: finished tasks by age, for pruning (created on open; journals of any version get it)
+PRUNE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL"
+)
+
 #: ids per lookup query (SQLite allows 32 766 parameters)
 LOOKUP_CHUNK = 500
 
@@ -75,7 +91,16 @@ MIGRATIONS = {
 class Journal:
     """The distributor's task journal. Not thread-safe: one owner thread."""
 
-    def __init__(self, path: Path, *, fsync: bool = True, checkpointer: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fsync: bool = True,
+        checkpointer: bool = False,
+        retention: float = 0.0,
+    ) -> None:
+        """``retention``: seconds a terminal task is kept; 0 keeps every task. Lookups
+        honour it; the checkpointer thread (``checkpointer``) prunes what it frees."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -89,17 +114,22 @@ class Journal:
         try:
             self._migrate()
             self.db.executescript(SCHEMA)
+            self.db.execute(PRUNE_INDEX)
         except sqlite3.Error as exc:
             raise JournalError(f"journal {path}: {exc}") from None
         self._adds: list[tuple[Any, ...]] = []
         self._attempts: list[tuple[int, str]] = []
         self._finished: list[tuple[Any, ...]] = []
         self._dead: list[tuple[Any, ...]] = []
-        self._requeued: list[tuple[str]] = []
+        self._requeued: list[tuple[int, bytes, str]] = []
         self._published: list[tuple[str]] = []
-        self._replayed: list[tuple[str]] = []
+        self._histories: list[tuple[bytes, str]] = []
+        self.retention = retention
+        #: ids a lookup found only in rows past the retention (not yet pruned): forgotten
+        self._expired: set[str] = set()
+        self._forget: list[tuple[str]] = []
         if checkpointer:
-            self.checkpointer = Checkpointer(path, fsync=fsync)
+            self.checkpointer = Checkpointer(path, fsync=fsync, retention=retention)
             self.checkpointer.start()
 
     def _migrate(self) -> None:
@@ -127,6 +157,10 @@ class Journal:
     # -- staged writes -------------------------------------------------------------------
 
     def add(self, task: Task, reply: list[Any] | None) -> None:
+        if self._expired and task.id in self._expired:
+            # its id's old task is past the retention: the old row makes way for this one
+            self._expired.discard(task.id)
+            self._forget.append((task.id,))
         self._adds.append(
             (
                 task.id,
@@ -148,17 +182,23 @@ class Journal:
                 state,
                 encode(result),
                 encode(history),
-                result.get("finished_at", time.time()),
+                result.get("finished_at", clock.wall()),
                 task_id,
             )
         )
 
     def dead_letter(self, task_id: str, lane: str, reason: str, letter: dict[str, Any]) -> None:
-        self._dead.append((task_id, lane, reason, encode(letter), time.time()))
+        self._dead.append((task_id, lane, reason, encode(letter), clock.wall()))
 
-    def requeue(self, task_id: str) -> None:
-        """Make a terminal task queued again (dead-letter replay)."""
-        self._requeued.append((task_id,))
+    def requeue(self, task_id: str, attempts: int, history: list[Any]) -> None:
+        """Make a terminal task queued again (dead-letter replay); ``attempts`` keeps its
+        fencing token, ``history`` says from which token on attempts count again."""
+        self._requeued.append((attempts, encode(history), task_id))
+
+    def handed_back(self, task_id: str, history: list[Any]) -> None:
+        """An open task's attempt was handed back: its history says so, so that after a
+        restart the hand-back still does not count against max_attempts."""
+        self._histories.append((encode(history), task_id))
 
     def published(self, task_id: str) -> None:
         """The broker acknowledged the task's result: it leaves the outbox."""
@@ -172,6 +212,7 @@ class Journal:
             or self._finished
             or self._dead
             or self._requeued
+            or self._histories
             or self._published
         )
 
@@ -182,6 +223,8 @@ class Journal:
         db = self.db
         db.execute("BEGIN")
         try:
+            if self._forget:
+                db.executemany("DELETE FROM tasks WHERE id=?", self._forget)
             if self._adds:
                 db.executemany(
                     "INSERT OR IGNORE INTO tasks(id, lane, type, state, body, reply, submitted_at)"
@@ -200,22 +243,27 @@ class Journal:
                 db.executemany("INSERT OR REPLACE INTO dead VALUES (?,?,?,?,?)", self._dead)
             if self._requeued:
                 db.executemany(
-                    "UPDATE tasks SET state='queued', attempts=0, result=NULL, history=NULL,"
+                    "UPDATE tasks SET state='queued', attempts=?, result=NULL, history=?,"
                     " finished_at=NULL WHERE id=?",
                     self._requeued,
                 )
-                db.executemany("DELETE FROM dead WHERE id=?", self._requeued)
+                db.executemany("DELETE FROM dead WHERE id=?", [r[2:] for r in self._requeued])
+            if self._histories:
+                db.executemany("UPDATE tasks SET history=? WHERE id=?", self._histories)
             if self._published:
                 db.executemany("UPDATE tasks SET published=1 WHERE id=?", self._published)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self._forget.clear()
+        self._expired.clear()
         self._adds.clear()
         self._attempts.clear()
         self._finished.clear()
         self._dead.clear()
         self._requeued.clear()
+        self._histories.clear()
         self._published.clear()
 
     # -- reads ---------------------------------------------------------------------------
@@ -228,15 +276,23 @@ class Journal:
         return [(decode(r), decode(rp) if rp else None) for r, rp in rows]
 
     def lookup_many(self, ids: list[str]) -> dict[str, tuple[str, dict[str, Any] | None]]:
-        """(state, result) of those of ``ids`` the journal knows, by id."""
+        """(state, result) of those of ``ids`` the journal knows, by id.
+
+        A task past the retention counts as unknown even before it is pruned (what
+        :func:`prune` would delete): its id is new again, and :meth:`add` replaces it."""
         found: dict[str, tuple[str, dict[str, Any] | None]] = {}
+        cutoff = clock.wall() - self.retention if self.retention else None
         for i in range(0, len(ids), LOOKUP_CHUNK):
             chunk = ids[i : i + LOOKUP_CHUNK]
             rows = self.db.execute(
-                f"SELECT id, state, result FROM tasks WHERE id IN ({','.join('?' * len(chunk))})",
+                "SELECT id, state, result, finished_at, published, id IN (SELECT id FROM dead)"
+                f" FROM tasks WHERE id IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
-            for task_id, state, result in rows:
+            for task_id, state, result, finished_at, published, dead in rows:
+                if cutoff is not None and _prunable(finished_at, published, dead, cutoff):
+                    self._expired.add(task_id)
+                    continue
                 found[task_id] = (state, decode(result) if result else None)
         return found
 
@@ -300,26 +356,77 @@ class Journal:
         self.db.close()
 
 
+def _prunable(finished_at: float | None, published: int, dead: int, cutoff: float) -> bool:
+    """What :func:`prune` deletes, for one row."""
+    return finished_at is not None and finished_at < cutoff and bool(published) and not dead
+
+
+def prune(
+    db: sqlite3.Connection,
+    before: float,
+    *,
+    batch: int = PRUNE_BATCH,
+    halt: threading.Event | None = None,
+) -> int:
+    """Delete the terminal tasks finished before ``before`` (epoch seconds), ``batch`` rows
+    per transaction; returns how many. Kept: open tasks, results the broker has not
+    acknowledged (the outbox), and dead letters (an operator's to replay or purge).
+    ``db`` must be in autocommit mode (each DELETE commits by itself)."""
+    total = 0
+    while True:
+        n = db.execute(
+            "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE finished_at < ?"
+            " AND published = 1 AND id NOT IN (SELECT id FROM dead) LIMIT ?)",
+            (before, batch),
+        ).rowcount
+        total += n
+        # between batches the writer gets the lock: a gap, not a fair queue, but enough
+        if n < batch or (halt is not None and halt.wait(0.005)):
+            return total
+
+
 class Checkpointer(threading.Thread):
     """Copies committed WAL pages into the database file from its own connection, every
     ``CHECKPOINT_EVERY`` seconds: a passive checkpoint never blocks the writer, and SQLite
-    releases the GIL while it works."""
+    releases the GIL while it works. With a ``retention``, it also prunes old terminal
+    tasks (:func:`prune`) every ``PRUNE_EVERY`` seconds, or every half retention if that
+    is shorter."""
 
-    def __init__(self, path: Path, *, fsync: bool) -> None:
+    def __init__(self, path: Path, *, fsync: bool, retention: float = 0.0) -> None:
         super().__init__(name="clawd-checkpoint", daemon=True)
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self.db.execute("PRAGMA wal_autocheckpoint=0")
         self._halt = threading.Event()
         self.checkpoints = 0
+        self.retention = retention
+        #: prunes run, and tasks pruned, so far
+        self.prunes = 0
+        self.pruned = 0
 
     def run(self) -> None:
+        every = min(PRUNE_EVERY, self.retention / 2)
+        next_prune = time.monotonic()
         while not self._halt.wait(CHECKPOINT_EVERY):
             try:
                 self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 self.checkpoints += 1
             except sqlite3.Error as exc:
                 log.warning("journal checkpoint failed (retrying): %s", exc)
+            if self.retention > 0 and time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + every
+                self._prune()
+
+    def _prune(self) -> None:
+        try:
+            n = prune(self.db, clock.wall() - self.retention, halt=self._halt)
+        except sqlite3.Error as exc:
+            log.warning("journal pruning failed (retrying): %s", exc)
+            return
+        self.prunes += 1
+        self.pruned += n
+        if n:
+            log.debug("pruned %d finished task(s) older than %gs", n, self.retention)
 
     def stop(self) -> None:
         self._halt.set()

@@ -2,7 +2,9 @@
 
 Built-in handlers and strategies are ordinary plugins found through the ``clawd.plugins``
 entry-point group, so a config can disable or override them like any third-party one.
-The rest of clawd talks to plugins through :class:`Plugins`, never ``pm.hook`` directly.
+The rest of clawd talks to plugins through :class:`Plugins`, never ``pm.hook`` directly;
+:class:`Plugins` calls every hook through ``pm.hook``, each implementation fenced by
+:mod:`clawd.plugin_guard`.
 """
 
 from __future__ import annotations
@@ -16,18 +18,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from clawd import hookspecs
-from clawd.errors import PluginError
-from clawd.handler import HandlerSpec, Isolation
+from clawd.errors import ConfigError, PluginError
+from clawd.handler import HandlerSpec, Isolation, TaskContext
+from clawd.plugin_guard import Failures, GuardedStrategy, guard_plugin
 from clawd.strategy import StrategySpec
+
+if TYPE_CHECKING:
+    from clawd.config import Config
 
 log = logging.getLogger("clawd.plugins")
 
 ENTRY_POINT_GROUP = "clawd.plugins"
+#: the hooks :meth:`Plugins.notify` calls
+OBSERVERS = tuple(
+    sorted(n for n in vars(hookspecs) if n.startswith("clawd_") and n not in hookspecs.REGISTRATION)
+)
 
 
 @dataclass
@@ -65,13 +75,21 @@ def check_plugin_dir(path: Path) -> None:
 class Plugins:
     """A facade over the pluggy manager and the handler/strategy registries."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
         self.pm = pluggy.PluginManager("clawd")
         self.pm.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
         self.handlers: dict[str, HandlerSpec] = {}
         self.strategies: dict[str, StrategySpec] = {}
+        #: failures of plugin code, per (plugin, hook), for the rate-limited log
+        self.failures = Failures()
+        #: observer hooks that have implementations: notify() skips the others at once
+        self._live: dict[str, pluggy.HookCaller] = {}
+        #: the plugin whose registration hook is running (set by its guard)
+        self._registering: str | None = None
+        #: strategies made, by name and options: a reload validates and applies one object
+        self._made: dict[tuple[str, str], GuardedStrategy] = {}
 
     # -- loading -------------------------------------------------------------------------
 
@@ -113,105 +131,142 @@ class Plugins:
             if name in self.info:
                 # a drop-in with a built-in's name replaces it, as documented
                 self.pm.unregister(name=name)
+                self._refresh_live()
                 log.info("drop-in %s replaces plugin %s", file, name)
             self._register(module, name, str(file))
 
-    def register_object(self, obj: Any, name: str, source: str = "code") -> None:
+    def register_object(self, obj: object, name: str, source: str = "code") -> None:
         """Register a plugin object directly (tests, embedding)."""
         self._register(obj, name, source)
 
-    def _register(self, obj: Any, name: str, source: str) -> None:
+    def _register(self, obj: object, name: str, source: str) -> None:
+        proxy = guard_plugin(
+            obj, name, source, self.pm.parse_hookimpl_opts, self.failures, self._set_registering
+        )
         try:
-            self.pm.register(obj, name=name)
+            self.pm.register(proxy, name=name)
         except (ValueError, pluggy.PluginValidationError) as exc:
             raise PluginError(f"plugin {name!r} from {source}: {exc}") from None
-        hooks = [h.name for h in self.pm.get_hookcallers(obj) or []]
+        hooks = [h.name for h in self.pm.get_hookcallers(proxy) or []]
         self.info[name] = PluginInfo(name=name, source=source, hooks=sorted(hooks))
+        self._refresh_live()
+
+    def _refresh_live(self) -> None:
+        callers = ((h, getattr(self.pm.hook, h)) for h in OBSERVERS)
+        self._live = {h: c for h, c in callers if c.get_hookimpls()}
+
+    def _set_registering(self, plugin: str | None) -> str | None:
+        prior, self._registering = self._registering, plugin
+        return prior
 
     # -- registries ----------------------------------------------------------------------
 
     def collect(self) -> None:
-        """(Re)build the handler and strategy registries from the registered plugins."""
+        """(Re)build the handler and strategy registries from the registered plugins.
+
+        A registration hook that raises, or registers something invalid, is a
+        :class:`PluginError` naming the plugin.
+        """
         self.handlers.clear()
         self.strategies.clear()
+        self._made.clear()
         for info in self.info.values():
             info.handlers.clear()
             info.strategies.clear()
-        for impl in self.pm.hook.clawd_register_handlers.get_hookimpls():
-            self._call(impl, register=self._handler_registrar(impl.plugin_name), config=self.config)
-        for impl in self.pm.hook.clawd_register_strategies.get_hookimpls():
-            self._call(
-                impl, register=self._strategy_registrar(impl.plugin_name), config=self.config
+        hook = self.pm.hook
+        hook.clawd_register_handlers(register=self._register_handler, config=self.config)
+        hook.clawd_register_strategies(register=self._register_strategy, config=self.config)
+
+    def _current(self, what: str) -> str:
+        plugin = self._registering
+        if plugin is None:
+            raise PluginError(f"{what} registered outside a registration hook")
+        return plugin
+
+    def _register_handler(
+        self,
+        name: str,
+        func: Callable[[TaskContext], Any],
+        *,
+        timeout: float | None = None,
+        isolation: Isolation = "thread",
+        description: str = "",
+    ) -> None:
+        plugin = self._current(f"handler {name!r}")
+        if not isinstance(name, str) or not name or "/" in name or "+" in name or "#" in name:
+            raise PluginError(f"plugin {plugin!r} registered an invalid task type {name!r}")
+        if not callable(func):
+            raise PluginError(f"plugin {plugin!r}: handler for {name!r} is not callable")
+        if isolation not in ("thread", "process"):
+            raise PluginError(
+                f"plugin {plugin!r}: handler {name!r} isolation must be "
+                f"'thread' or 'process', not {isolation!r}"
             )
+        hc = self.config.handler_config(name)
+        if not hc.enabled:
+            return
+        prior = self.handlers.get(name)
+        if prior is not None and prior.plugin != plugin:
+            raise PluginError(
+                f"task type {name!r} is registered by both {prior.plugin!r} and "
+                f"{plugin!r}; disable one in [daemon] disable_plugins"
+            )
+        if hc.timeout is not None:
+            timeout = hc.timeout
+        self.handlers[name] = HandlerSpec(name, func, timeout, isolation, description, plugin)
+        self.info[plugin].handlers.append(name)
 
-    @staticmethod
-    def _call(impl: Any, **kwargs: Any) -> Any:
-        # pluggy lets an implementation name only the arguments it uses
-        return impl.function(**{k: kwargs[k] for k in impl.argnames})
-
-    def _handler_registrar(self, plugin: str) -> Callable[..., None]:
-        def register(
-            name: str,
-            func: Callable[..., Any],
-            *,
-            timeout: float | None = None,
-            isolation: Isolation = "thread",
-            description: str = "",
-        ) -> None:
-            if not isinstance(name, str) or not name or "/" in name or "+" in name or "#" in name:
-                raise PluginError(f"plugin {plugin!r} registered an invalid task type {name!r}")
-            if not callable(func):
-                raise PluginError(f"plugin {plugin!r}: handler for {name!r} is not callable")
-            if isolation not in ("thread", "process"):
-                raise PluginError(
-                    f"plugin {plugin!r}: handler {name!r} isolation must be "
-                    f"'thread' or 'process', not {isolation!r}"
-                )
-            hc = self.config.handler_config(name)
-            if not hc.enabled:
-                return
-            prior = self.handlers.get(name)
-            if prior is not None and prior.plugin != plugin:
-                raise PluginError(
-                    f"task type {name!r} is registered by both {prior.plugin!r} and "
-                    f"{plugin!r}; disable one in [daemon] disable_plugins"
-                )
-            if hc.timeout is not None:
-                timeout = hc.timeout
-            self.handlers[name] = HandlerSpec(name, func, timeout, isolation, description, plugin)
-            self.info[plugin].handlers.append(name)
-
-        return register
-
-    def _strategy_registrar(self, plugin: str) -> Callable[..., None]:
-        def register(name: str, factory: Callable[..., Any], *, description: str = "") -> None:
-            prior = self.strategies.get(name)
-            if prior is not None and prior.plugin != plugin:
-                raise PluginError(
-                    f"strategy {name!r} is registered by both {prior.plugin!r} and {plugin!r}"
-                )
-            self.strategies[name] = StrategySpec(name, factory, description, plugin)
-            self.info[plugin].strategies.append(name)
-
-        return register
+    def _register_strategy(
+        self, name: str, factory: hookspecs.StrategyFactory, *, description: str = ""
+    ) -> None:
+        plugin = self._current(f"strategy {name!r}")
+        prior = self.strategies.get(name)
+        if prior is not None and prior.plugin != plugin:
+            raise PluginError(
+                f"strategy {name!r} is registered by both {prior.plugin!r} and {plugin!r}"
+            )
+        self.strategies[name] = StrategySpec(name, factory, description, plugin)
+        self.info[plugin].strategies.append(name)
 
     # -- observer hooks ------------------------------------------------------------------
 
     def notify(self, hook: str, **kwargs: Any) -> None:
-        """Call an observer hook; a failing plugin is logged by name and skipped."""
-        caller = getattr(self.pm.hook, hook)
-        for impl in caller.get_hookimpls():
-            try:
-                self._call(impl, **kwargs)
-            except Exception as exc:
-                log.error("plugin %s failed in %s: %r (skipped)", impl.plugin_name, hook, exc)
+        """Call an observer hook through ``pm.hook``; a failing plugin is logged by name
+        and skipped, and the other implementations still run."""
+        caller = self._live.get(hook)
+        if caller is None:
+            return
+        try:
+            caller(**kwargs)
+        except Exception as exc:  # every implementation is guarded; this is a last fence
+            log.error("observers of %s failed: %r (skipped)", hook, exc)
 
-    def make_strategy(self, name: str, options: dict[str, Any]) -> Any:
+    # -- strategies ----------------------------------------------------------------------
+
+    def make_strategy(self, name: str, options: dict[str, Any]) -> GuardedStrategy:
+        """The strategy ``name`` built with ``options``, its ``choose`` guarded.
+
+        Asked again with the same name and options (a reload validates, then the
+        distributor applies), it returns the same object.
+        """
         spec = self.strategies.get(name)
         if spec is None:
             known = ", ".join(sorted(self.strategies)) or "none"
             raise PluginError(f"[distributor] strategy {name!r} is not registered (known: {known})")
-        return spec.factory(options)
+        key = (name, repr(sorted(options.items())))
+        made = self._made.get(key)
+        if made is not None:
+            return made
+        try:
+            inner = spec.factory(options)
+        except (ConfigError, PluginError):
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"strategy {name!r} of plugin {spec.plugin!r} failed to start: {exc!r}"
+            ) from None
+        made = self._made[key] = GuardedStrategy(inner, name, spec.plugin, self.failures)
+        return made
 
 
 def load_plugins(config: Any) -> Plugins:

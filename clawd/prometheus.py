@@ -6,6 +6,7 @@ Latency histograms are per task type and lane, as the retained snapshot cannot c
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from clawd.errors import ConfigError
@@ -76,6 +77,13 @@ class Exporter:
         self.utilisation = pc.Gauge(
             "clawd_worker_utilisation", "In-flight over capacity", ["worker"], registry=r
         )
+        self.broker_connected = pc.Gauge(
+            "clawd_broker_connected", "1 while every broker connection is up", registry=r
+        )
+        self.broker_connected.set(1)
+        self.broker_outages = pc.Counter(
+            "clawd_broker_outages", "Times the broker connection was lost", registry=r
+        )
         self.server, self.thread = pc.start_http_server(port, addr, registry=r)
 
     def count(self, event: str, n: int = 1) -> None:
@@ -94,6 +102,17 @@ class Exporter:
         self.in_flight.set(snapshot["in_flight"])
         for wid, w in snapshot["workers"].items():
             self.utilisation.labels(wid).set(w["utilisation"])
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Drop the series of a worker the distributor forgot."""
+        with contextlib.suppress(KeyError):
+            self.utilisation.remove(worker_id)
+
+    def broker(self, up: bool) -> None:
+        """The broker connection went up or down (an outage is counted when it starts)."""
+        self.broker_connected.set(1 if up else 0)
+        if not up:
+            self.broker_outages.inc()
 
     def close(self) -> None:
         self.server.shutdown()

@@ -8,9 +8,10 @@ no wake-up write per publish. **Threaded** (the CLI and other short-lived client
 paho's own network thread, started by ``loop_start``.
 
 Either way paho reads and writes through a :class:`~clawd.sockbuf.BufferedSocket`, one
-system call for many packets, and every callback only hands a plain :class:`Message` (or
-event) to the owner's callable, so paho types never leak. Subscriptions are (re)made in
-on_connect, so they come back after every reconnect.
+system call for many packets (when :mod:`clawd.paho_compat` finds this paho is one it was
+written for; otherwise through paho's own socket), and every callback only hands a plain
+:class:`Message` (or event) to the owner's callable, so paho types never leak.
+Subscriptions are (re)made in on_connect, so they come back after every reconnect.
 """
 
 from __future__ import annotations
@@ -26,15 +27,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
+from paho.mqtt import __version__ as paho_version
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from clawd import paho_compat
 from clawd.errors import BrokerError
 from clawd.sockbuf import BufferedSocket
 
@@ -47,6 +50,8 @@ MAX_QUEUED = 100_000
 FATAL_REFUSALS = {0x85, 0x86, 0x87, 0x8A, 0x8C}
 #: how often a driven connection runs keepalive and timeout checks, seconds
 MISC_EVERY = 0.25
+#: paho's own socket (speed-ups off): at most this many reads per poll() turn
+PLAIN_READS = 256
 #: reconnect backoff cap, seconds (the first retry after a lost connection is jittered)
 MAX_BACKOFF = 30.0
 AUTH_HINT = (
@@ -159,50 +164,18 @@ class Options:
     max_inflight: int = 0
     #: the owner drives the connection with poll() instead of paho's network thread
     driven: bool = False
+    #: paho speed-ups (:mod:`clawd.paho_compat`): None follows $CLAWD_PAHO_COMPAT, False
+    #: is paho as it comes
+    compat: bool | None = None
 
 
-def _share_property_tables() -> None:
-    """Build paho's MQTT v5 property tables once instead of once per packet.
-
-    paho 2.2's ``Properties.__init__`` rebuilds three lookup tables (about 8 µs) for every
-    PUBLISH and PUBACK it reads, and ``clear()`` probes all 27 property names: together a
-    sixth of the distributor's CPU under load. The tables never change, so every instance
-    shares one copy; behaviour is otherwise paho's own (tests/test_transport.py checks it).
-    """
-    if getattr(Properties, "_clawd_shared", False):
-        return
-    proto = Properties(PacketTypes.PUBLISH)
-    try:
-        tables = {k: getattr(proto, k) for k in ("types", "names", "properties")}
-    except AttributeError:  # a paho that builds them differently: leave it alone
-        return
-    names = tuple(n.replace(" ", "") for n in tables["names"])
-    fixed = len(tables) + 1  # packetType and the tables: what an empty instance holds
-
-    def __init__(self: Any, packetType: int) -> None:
-        d = self.__dict__
-        d["packetType"] = packetType
-        d.update(tables)
-
-    def clear(self: Any) -> None:
-        d = self.__dict__
-        if len(d) > fixed:
-            for name in names:
-                d.pop(name, None)
-
-    Properties.__init__ = __init__  # type: ignore[method-assign]
-    Properties.clear = clear  # type: ignore[method-assign]
-    Properties._clawd_shared = True  # type: ignore[attr-defined]
-
-
-_share_property_tables()
-
-
-class _Client(mqtt.Client):
-    """paho's client, reading and writing through a :class:`BufferedSocket`."""
-
-    def _create_socket(self) -> Any:
-        return BufferedSocket(super()._create_socket())
+#: the paho this process runs, for the speed-ups in :mod:`clawd.paho_compat`
+PAHO = paho_compat.Paho(
+    version=paho_version,
+    client=mqtt.Client,
+    properties=Properties,
+    publish_type=PacketTypes.PUBLISH,
+)
 
 
 class Transport:
@@ -230,7 +203,8 @@ class Transport:
         #: set when the first connection succeeded or failed in a way retrying cannot fix
         self._settled = threading.Event()
         self._ever_connected = False
-        c = _Client(
+        self.compat = paho_compat.Compat(PAHO, options.compat)
+        c = self.compat.client_class()(
             CallbackAPIVersion.VERSION2,
             client_id=options.client_id,
             protocol=mqtt.MQTTv5,
@@ -327,9 +301,15 @@ class Transport:
             self._client.loop_stop()
             return
         sock = self._sock()
-        if sock is not None:
+        deadline = time.monotonic() + 1.0
+        while sock is not None and self._sock() is sock:
             self._write(sock)  # the DISCONNECT; paho closes the socket once it is out
-            self._client._sock_close()
+            if not self._client.want_write() or time.monotonic() > deadline:
+                break
+            with contextlib.suppress(OSError, ValueError):
+                select.select([], [sock], [], 0.1)
+        if sock is not None and self._sock() is sock:
+            sock.close()  # no DISCONNECT went out (not connected): just close
         self._wake_r.close()
         self._wake_w.close()
 
@@ -356,6 +336,9 @@ class Transport:
         self._write(sock)
         if self._sock() is not sock:
             return  # writing found the connection broken
+        if type(sock) is not BufferedSocket:
+            self._poll_plain(sock, timeout)
+            return
         ready = sock.pending() > 0 or sock.error is not None
         fd, wake = sock.fileno(), self._wake_fd
         try:
@@ -376,10 +359,41 @@ class Transport:
                         break
             finally:
                 sock.fills = 0
+        self._misc()
+
+    def _poll_plain(self, sock: Any, timeout: float) -> None:
+        """poll() on paho's own socket (speed-ups off): paho's public loop_read/loop_write."""
+        c = self._client
+        ready = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+        fd, wake = sock.fileno(), self._wake_fd
+        try:
+            r, w, _ = select.select(
+                [fd, wake], [fd] if c.want_write() else [], [], 0.0 if ready else timeout
+            )
+        except (OSError, ValueError):
+            r, w = [], []
+        if self._woken or wake in r:
+            self._drain_wake()
+        if w:
+            c.loop_write()
+        if ready or fd in r:
+            for _ in range(PLAIN_READS):
+                if c.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or c.socket() is not sock:
+                    break
+                if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                    try:
+                        more, _, _ = select.select([fd], [], [], 0.0)
+                    except (OSError, ValueError):
+                        break
+                    if not more:
+                        break
+        self._misc()
+
+    def _misc(self) -> None:
         now = time.monotonic()
-        if now >= self._next_misc and c.socket() is not None:
+        if now >= self._next_misc and self._client.socket() is not None:
             self._next_misc = now + MISC_EVERY
-            c.loop_misc()
+            self._client.loop_misc()
 
     def flush(self) -> None:
         """Send everything queued now, rather than at the start of the next poll()."""
@@ -387,8 +401,9 @@ class Transport:
         if self.driven and sock is not None:
             self._write(sock)
 
-    def _sock(self) -> BufferedSocket | None:
-        return cast(BufferedSocket | None, self._client.socket())
+    def _sock(self) -> Any:
+        """paho's socket: a :class:`BufferedSocket` with the speed-ups on, else its own."""
+        return self._client.socket()
 
     def wake(self) -> None:
         """Make the owner's poll() return now; safe from any thread."""
@@ -410,11 +425,13 @@ class Transport:
                 select.select([self._wake_r], [], [], timeout)
         self._drain_wake()
 
-    def _write(self, sock: BufferedSocket) -> None:
-        sock.batch = True
+    def _write(self, sock: Any) -> None:
+        buffered = type(sock) is BufferedSocket
+        if buffered:
+            sock.batch = True
         if self._client.want_write():
             self._client.loop_write()  # paho's packets into the socket's buffer
-        if sock.unsent:
+        if buffered and sock.unsent:
             sock.flush()  # one send for all of them
 
     def _reconnect(self) -> None:

@@ -42,13 +42,21 @@ Type=notify
 # Only the daemon itself may report readiness or feed the watchdog, not handler processes.
 NotifyAccess=main
 ExecStart=/usr/bin/clawd run
-# SIGHUP re-reads the configuration; the daemon reports RELOADING=1 ... READY=1.
-ExecReload=/bin/kill -HUP $MAINPID
+# SIGHUP re-reads the configuration; the daemon reports RELOADING=1 ... READY=1. This
+# command sends it and waits for the outcome, so `systemctl reload` returns once the new
+# configuration runs, and fails (the old one stays) when it is invalid.
+ExecReload=/usr/bin/clawd systemd reload $MAINPID
 SyslogIdentifier=clawd
 # READY is sent only once the broker is connected and subscriptions are acknowledged.
+# While the broker is unreachable clawd waits for it (with backoff) and extends this
+# timeout itself (EXTEND_TIMEOUT_USEC), so a long broker outage does not fail the start.
 TimeoutStartSec=90
-# The working loop pings every 15 s; a wedged loop is killed and restarted after 30 s.
+# The working loop pings every 15 s while it makes progress (a broker outage does not stop
+# it); a wedged loop gets SIGABRT after 30 s and is restarted.
 WatchdogSec=30
+# A daemon that does not die of the SIGABRT (stopped, or stuck in the kernel) is killed
+# 15 s later, not after TimeoutStopSec.
+TimeoutAbortSec=15
 Restart=on-failure
 RestartSec=5
 # 78 (EX_CONFIG): the configuration is invalid, and restarting cannot fix that.
@@ -66,9 +74,12 @@ StateDirectoryMode=0700
 Environment=CLAWD_STATE_DIR=%S/clawd
 # /etc/clawd: clawd.toml and conf.d/ (read-only for the service).
 ConfigurationDirectory=clawd
-# Copied by systemd (as root) into $CREDENTIALS_DIRECTORY/broker-password, readable only
-# by the service. The file must exist: leave it empty when the broker needs no password.
+# The broker password, if the broker needs one: systemd reads the file as root and hands
+# the service a private copy in $CREDENTIALS_DIRECTORY/broker-password. The file is
+# optional: without it, SetCredential= supplies the default, one newline, which clawd
+# reads as "no password".
 LoadCredential=broker-password:/etc/clawd/broker-password
+SetCredential=broker-password:\\n
 """
 
 _WORKER_HEAD = """\
@@ -92,24 +103,27 @@ NotifyAccess=main
 # on the command line so that it wins over a [worker] id in the shared configuration.
 Environment=CLAWD_WORKER_ID=%H-%i
 ExecStart=/usr/bin/clawd run --role worker --worker-id ${CLAWD_WORKER_ID}
-ExecReload=/bin/kill -HUP $MAINPID
+ExecReload=/usr/bin/clawd systemd reload $MAINPID
 SyslogIdentifier=clawd-worker-%i
 TimeoutStartSec=90
 WatchdogSec=30
+TimeoutAbortSec=15
 Restart=on-failure
 RestartSec=5
 RestartPreventExitStatus=78
 KillMode=mixed
 TimeoutStopSec=120
 Environment=PYTHONUNBUFFERED=1
-# /var/lib/clawd/worker-N: the same user as clawd.service owns /var/lib/clawd, so nesting
-# is safe. Only this directory is writable for the instance.
-StateDirectory=clawd/worker-%i
+# /var/lib/clawd-worker-N, next to (not inside) /var/lib/clawd: with DynamicUser= systemd
+# keeps state directories under /var/lib/private and links them, and cannot link one that
+# lies inside another's. The worker keeps only its lock there.
+StateDirectory=clawd-worker-%i
 StateDirectoryMode=0700
-Environment=CLAWD_STATE_DIR=%S/clawd/worker-%i
-# The same /etc/clawd configuration as clawd.service, read-only.
+Environment=CLAWD_STATE_DIR=%S/clawd-worker-%i
+# The same /etc/clawd configuration and optional broker password as clawd.service.
 ConfigurationDirectory=clawd
 LoadCredential=broker-password:/etc/clawd/broker-password
+SetCredential=broker-password:\\n
 """
 
 _HARDENING = """
@@ -231,9 +245,44 @@ _EXEC_LINES = {
     False: "ExecStart=/usr/bin/clawd run\n",
     True: "ExecStart=/usr/bin/clawd run --role worker --worker-id ${CLAWD_WORKER_ID}\n",
 }
+_RELOAD_LINE = "ExecReload=/usr/bin/clawd systemd reload $MAINPID\n"
 
-# ProtectHome=yes hides these, and the dynamic user cannot read them anyway.
-_HIDDEN_PREFIXES = ("/home/", "/root/", "/run/user/")
+# Paths the unit's own sandbox hides from the service, and the setting that hides them.
+_HIDDEN_PREFIXES = {
+    "/home/": "ProtectHome=yes",
+    "/root/": "ProtectHome=yes",
+    "/run/user/": "ProtectHome=yes",
+    "/tmp/": "PrivateTmp=yes",
+    "/var/tmp/": "PrivateTmp=yes",
+}
+
+
+def hidden_by(path: str) -> str | None:
+    """The unit setting that hides ``path`` from the service, or None when it is visible."""
+    for prefix, setting in _HIDDEN_PREFIXES.items():
+        if path.startswith(prefix):
+            return setting
+    return None
+
+
+def hidden_paths(executable: str | None = None) -> list[str]:
+    """What the service could not see of this installation: one line per problem.
+
+    Checks the executable (as named and with symlinks resolved) and, for the installation
+    running now, the interpreter and the ``clawd`` package itself (an editable install from
+    a checkout in a home directory has its code there).
+    """
+    import clawd
+
+    paths = [executable or find_executable()[0]]
+    if executable is None:
+        paths += [sys.executable, os.path.dirname(clawd.__file__)]
+    problems = []
+    for path in dict.fromkeys(paths + [os.path.realpath(p) for p in paths if p]):
+        setting = hidden_by(path + "/")
+        if setting is not None:
+            problems.append(f"{path} is hidden from the service by {setting}")
+    return problems
 
 
 def find_executable() -> list[str]:
@@ -289,14 +338,15 @@ def render(worker: bool = False, executable: str | None = None) -> str:
         command = [os.path.abspath(found)]
 
     text = WORKER_UNIT if worker else MAIN_UNIT
-    old = _EXEC_LINES[worker]
     quoted = [_quote(command[0], program=True)] + [_quote(w) for w in command[1:]]
-    new = old.replace(DEFAULT_EXECUTABLE, " ".join(quoted), 1)
-    text = text.replace(old, new, 1)
-    if command[0].startswith(_HIDDEN_PREFIXES):
+    for old in (_EXEC_LINES[worker], _RELOAD_LINE):
+        new = old.replace(DEFAULT_EXECUTABLE, " ".join(quoted), 1)
+        text = text.replace(old, new, 1)
+    setting = hidden_by(command[0])
+    if setting is not None:
         warning = (
-            f"# WARNING: {command[0]} is inside a home directory, which ProtectHome=yes hides\n"
-            "# from the service: install clawd system-wide (e.g. under /usr/local or /opt).\n"
+            f"# WARNING: {command[0]} is hidden from the service by {setting}: install\n"
+            "# clawd system-wide (e.g. a virtualenv under /opt, or /usr/local).\n"
         )
         text = warning + text
     return text

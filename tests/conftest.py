@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import getpass
+import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -56,18 +58,41 @@ class Broker:
             f"user {getpass.getuser()}\n"
             f"persistence true\npersistence_location {self.dir}/\n"
             "max_queued_messages 0\nmax_inflight_messages 0\n"
-            f"log_dest file {self.dir}/mosquitto.log\n{self.extra}"
+            f"log_dest file {self.dir}/mosquitto.log\n"
+            # "subscribe" logs each subscription as it is made: what sub() waits for
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+            f"log_type subscribe\n{self.extra}"
         )
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        proc = self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.PIPE)
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "")
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stderr.read().decode() if self.proc.stderr else "")
-            time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start")
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_until(listening, what="mosquitto to listen")
+
+    def log(self) -> str:
+        return (self.dir / "mosquitto.log").read_text(errors="replace")
+
+    def wait_subscribed(
+        self, client_id: str, topic: str, proc: subprocess.Popen[Any] | None = None
+    ) -> None:
+        """Wait until the broker has made ``client_id``'s subscription to ``topic`` (its log
+        says so before the SUBACK goes out): from then on it gets what is published."""
+        line = re.compile(rf"^\d+: {re.escape(client_id)} \d {re.escape(topic)}$", re.M)
+
+        def subscribed() -> bool:
+            done = proc is not None and proc.poll() is not None
+            if line.search(self.log()) is not None:
+                return True
+            if done and proc is not None and proc.returncode != 0:
+                err = proc.stderr.read() if proc.stderr else ""
+                raise AssertionError(f"{client_id} failed before subscribing: {err}")
+            return done  # it exited content: it got its retained messages and left
+
+        wait_until(subscribed, what=f"{client_id} to subscribe to {topic}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -171,14 +196,26 @@ def run_cli(
     )
 
 
+_client_ids = itertools.count()
+
+
+def client_id(name: str = "test-sub") -> str:
+    """An MQTT client id no other client of this test run has."""
+    return f"{name}-{os.getpid()}-{next(_client_ids)}"
+
+
 def sub(
     broker: Broker, topic: str, count: int, timeout: float = 15, *extra: str
 ) -> subprocess.Popen[str]:
-    """Start a real mosquitto_sub that exits after ``count`` messages."""
+    """Start a real mosquitto_sub that exits after ``count`` messages; returns once the
+    broker has made its subscription."""
+    cid = client_id()
     p = subprocess.Popen(
         [
             "mosquitto_sub",
             *broker.args,
+            "-i",
+            cid,
             "-t",
             topic,
             "-C",
@@ -191,7 +228,7 @@ def sub(
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.3)  # let it subscribe before anything is published
+    broker.wait_subscribed(cid, topic, p)
     return p
 
 
@@ -236,3 +273,17 @@ def make_config(tmp_path: Path, broker: Broker, dropins: Path) -> Any:
         return path
 
     return make
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something true, and return that; fail the test
+    after ``timeout`` seconds. The one place tests wait on a condition they cannot be told
+    about (a file's content, a process's state): everything else waits on an event."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or predicate}")
+        time.sleep(0.02)

@@ -142,7 +142,7 @@ def test_a_channel_is_a_tasks_channel_while_a_subexec_serves_it(
     finally:
         reader.stop()
     r = subprocess.run(["clawd", "results", "j-2"], env=env, capture_output=True, text=True)
-    assert r.returncode == 1 and "no task with id j-2" in r.stderr
+    assert r.returncode == 1 and "j-2: unknown" in r.stderr
 
 
 def test_a_failing_command_is_retried_then_dead_lettered(

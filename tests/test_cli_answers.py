@@ -147,9 +147,9 @@ def test_unknown_ids_fail_with_a_message(
     start_clawd("run", "-c", cfg)
     ok = run_cli("submit", "compute", "2+2", "--id", "known-1", "--wait", "-c", cfg, env=clawd_env)
     assert ok.stdout == "4\n"
-    one_line_failure(run_cli("results", "nope", "-c", cfg, env=clawd_env), "no task with id nope")
+    one_line_failure(run_cli("results", "nope", "-c", cfg, env=clawd_env), "nope: unknown")
     both = run_cli("results", "known-1", "nope", "-c", cfg, env=clawd_env)
-    one_line_failure(both, "no task with id nope")
+    one_line_failure(both, "nope: unknown")
     assert json.loads(both.stdout)["id"] == "known-1"  # what is known is still printed
     for verb in ("replay", "purge"):
         r = run_cli("dlq", verb, "nope", "-c", cfg, env=clawd_env, timeout=10)

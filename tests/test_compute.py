@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
 from typing import Any
 
 import msgspec
@@ -18,28 +16,17 @@ from clawd.handlers import compute as compute_plugin
 from clawd.handlers.compute import MAX_DEPTH, compute, evaluate
 from clawd.plugins import Plugins
 
-#: the fast-reject bound: a hostile expression must not hold a worker thread
-FAST = 0.05
-
 
 def run(data: Any) -> Any:
     return compute(TaskContext(id="t1", type="compute", input=data))
 
 
-def rejected(expr: str) -> tuple[str, float]:
-    """Evaluate an expression that must fail; return the message and the time taken.
-
-    The time is the best of three tries, so a busy test machine does not fail the test;
-    work that grows with the input (or never ends) is slow every time.
-    """
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        with pytest.raises(BadInput) as info:
-            evaluate(expr)
-        times.append(time.perf_counter() - start)
+def rejected(expr: str) -> str:
+    """Evaluate an expression that must fail; return the message."""
+    with pytest.raises(BadInput) as info:
+        evaluate(expr)
     assert info.value.retryable is False
-    return info.value.message, min(times)
+    return info.value.message
 
 
 @pytest.mark.parametrize(
@@ -145,7 +132,7 @@ def test_wrong_input_types(data: Any) -> None:
     ],
 )
 def test_errors_name_the_problem_and_position(expr: str, message: str) -> None:
-    got, _ = rejected(expr)
+    got = rejected(expr)
     assert message in got
 
 
@@ -154,34 +141,35 @@ def test_errors_name_the_problem_and_position(expr: str, message: str) -> None:
     [("1/0", 2), ("1/(2-2)", 2), ("5%0", 2), ("0^-1", 2), ("1+(3/0)", 5)],
 )
 def test_division_by_zero_is_bad_input_not_retried(expr: str, position: int) -> None:
-    got, _ = rejected(expr)
+    got = rejected(expr)
     assert got.startswith("division by zero")
     assert f"at position {position}" in got
 
 
-@pytest.mark.parametrize(
-    "expr",
-    [
-        "9^9^9",
-        "4000000^4000000",
-        "2^2^2^2^2",  # 2^65536: 19 729 digits
-        "10^4001",
-        "2^(10^3000)",
-        "(10^3000)^(10^3000)",
-        "1.5^20000",  # small enough as a magnitude, but neither a float nor a short fraction
-        "exp(1000)",
-        "10^300*10^300*pi",  # inexact, and over the float range
-        "(10^2000)*(10^2001)",
-    ],
-)
-def test_huge_results_are_refused_fast(expr: str) -> None:
-    got, elapsed = rejected(expr)
+#: results too large to compute: refused from their magnitude, before any work
+HUGE = [
+    "9^9^9",
+    "4000000^4000000",
+    "2^2^2^2^2",  # 2^65536: 19 729 digits
+    "10^4001",
+    "2^(10^3000)",
+    "(10^3000)^(10^3000)",
+    "1.5^20000",  # small enough as a magnitude, but neither a float nor a short fraction
+    "exp(1000)",
+    "10^300*10^300*pi",  # inexact, and over the float range
+    "(10^2000)*(10^2001)",
+]
+
+
+@pytest.mark.parametrize("expr", HUGE)
+def test_huge_results_are_refused(expr: str) -> None:
+    # how fast: python -m bench.compute_limits
+    got = rejected(expr)
     assert "too large" in got or "too long" in got
-    assert elapsed < FAST
 
 
 def test_huge_power_message_gives_the_magnitude() -> None:
-    got, _ = rejected("9^9^9")
+    got = rejected("9^9^9")
     assert got == (
         "result of '^' at position 2 is too large (about 10^369693100; the limit is 10^4000)"
     )
@@ -205,11 +193,9 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("name", HOSTILE)
-def test_hostile_expressions_are_refused_fast(name: str) -> None:
+def test_hostile_expressions_are_refused(name: str) -> None:
     expr, message = HOSTILE[name]
-    got, elapsed = rejected(expr)
-    assert message in got
-    assert elapsed < FAST, f"{name} took {elapsed:.3f} s"
+    assert message in rejected(expr)
 
 
 def test_nesting_up_to_the_limit_works_without_recursion() -> None:
@@ -218,24 +204,23 @@ def test_nesting_up_to_the_limit_works_without_recursion() -> None:
     assert evaluate("^".join(["1"] * 2500)) == 1  # nor a long right-associative one
 
 
-def test_the_largest_allowed_expressions_stay_quick() -> None:
-    # within every limit, the slowest kinds of work still finish far inside the timeout
-    heavy = [
-        "+".join(["1"] * 2500),
-        "+".join(f"1/{k}" for k in range(1, 1250)),
-        "*".join(["(3^8000/7^4000)"] * 300),
-        "+".join(["(7^4700/11^3000)"] * 300),
-        "+".join(["7^4700/11^3000-7^4699/11^3000"] * 300)[:9000],
-        "+".join(["(7^300/11^280)"] * 600)[:8999],
-    ]
-    for expr in heavy:
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            with contextlib.suppress(BadInput):
-                evaluate(expr)
-            times.append(time.perf_counter() - start)
-        assert min(times) < 0.5, expr[:40]
+#: within every limit, the slowest kinds of work (timed by python -m bench.compute_limits)
+HEAVY = [
+    "+".join(["1"] * 2500),
+    "+".join(f"1/{k}" for k in range(1, 1250)),
+    "*".join(["(3^8000/7^4000)"] * 300),
+    "+".join(["(7^4700/11^3000)"] * 300),
+    "+".join(["7^4700/11^3000-7^4699/11^3000"] * 300)[:9000],
+    "+".join(["(7^300/11^280)"] * 600)[:8999],
+]
+
+
+@pytest.mark.parametrize("expr", HEAVY, ids=[f"heavy-{i}" for i in range(len(HEAVY))])
+def test_the_largest_allowed_expressions_end_in_a_number_or_a_limit(expr: str) -> None:
+    try:
+        assert isinstance(evaluate(expr), int | float)
+    except BadInput as exc:  # the work is done, then the result is over a limit
+        assert "too large" in exc.message or "more than 5000 tokens" in exc.message
 
 
 _PIECES = [*"0123456789.+-*/%^(), ", "**", "sqrt", "min", "max", "pi", "e", "ln", "round", "9^9"]

@@ -218,6 +218,9 @@ def test_toml_syntax_errors_give_line_and_column(tmp_path: Path, env: dict[str, 
         ('[broker]\nurl = "mqtt://h"\ntls_insecure = true', 'TLS options apply only to "mqtts://"'),
         ('[broker]\npassword_file = "clawd.toml"', "[broker] password_file: set username too"),
         ('[broker]\nurl = "unix://run/x.sock"', "the socket path must be absolute"),
+        ('[journal]\nretention = "7 days"', "[journal] retention: expected seconds, or a dura"),
+        ("[journal]\nretention = -1", "[journal] retention: expected seconds, or a duration"),
+        ("[journal]\nretention = true", "[journal] retention: expected seconds, or a duration"),
     ],
 )
 def test_each_check_names_its_key(
@@ -360,6 +363,7 @@ def schema_keys() -> set[str]:
         "daemon": config.DaemonConfig,
         "worker": config.WorkerConfig,
         "distributor": config.DistributorConfig,
+        "journal": config.JournalConfig,
         "lanes.<name>": config.LaneConfig,
         "retry": config.RetryConfig,
         "scaler": config.ScalerConfig,
@@ -469,3 +473,15 @@ def test_breaker_keys_are_checked(
 
 def test_exit_status_for_config_errors() -> None:
     assert EX_CONFIG == 78
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [('"7d"', 604_800.0), ('"1h30m"', 5_400.0), ('"90s"', 90.0), ("3600", 3_600.0), ("0", 0.0)],
+)
+def test_retention_takes_seconds_or_a_duration(
+    tmp_path: Path, env: dict[str, str], value: str, seconds: float
+) -> None:
+    cfg = load(str(write(tmp_path / "clawd.toml", f"[journal]\nretention = {value}\n")), env=env)
+    assert cfg.journal.retention == seconds
+    assert f"[journal]\nretention = {seconds}" in dump(cfg)

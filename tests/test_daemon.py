@@ -257,3 +257,63 @@ def test_embedded_broker_end_to_end(tmp_path, clawd_env, start_clawd):
         import os
 
         os.kill(info["pid"], 0)
+
+
+def test_a_second_clawd_on_the_same_state_dir_is_refused(make_config, start_clawd, clawd_env):
+    cfg = make_config()
+    first = start_clawd("-c", str(cfg), "run")
+    second = run_cli("-c", str(cfg), "run", env=clawd_env)
+    assert second.returncode == 78
+    assert second.stderr.startswith(
+        f"clawd: another clawd (pid {first.proc.pid}) is already running the distributor on "
+        "state directory "
+    )
+    assert len(second.stderr.splitlines()) == 1
+    assert first.proc.poll() is None
+    # a worker of its own, with another id, is welcome on the same state directory
+    start_clawd("-c", str(cfg), "run", "--role", "worker", "--worker-id", "another")
+    # once the first has stopped, the lock is free again
+    assert first.stop() == 0
+    start_clawd("-c", str(cfg), "run", "--role", "distributor")
+
+
+def test_an_unusable_state_dir_is_one_line(tmp_path, make_config, clawd_env):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {**clawd_env, "CLAWD_STATE_DIR": str(blocker / "state")}
+    cfg = make_config().read_text().replace(f'state_dir = "{tmp_path / "state"}"\n', "")
+    (tmp_path / "nostate.toml").write_text(cfg)
+    out = run_cli("-c", str(tmp_path / "nostate.toml"), "run", env=env)
+    assert out.returncode == 78
+    assert out.stderr == (
+        f"clawd: state directory {blocker / 'state'}: Not a directory; set [daemon] state_dir "
+        "or CLAWD_STATE_DIR to a directory this user can write\n"
+    )
+
+
+def test_an_unreadable_credential_is_one_line(tmp_path, make_config, clawd_env):
+    creds = tmp_path / "credentials"
+    (creds / "broker-password").mkdir(parents=True)  # there, but not a readable file
+    out = run_cli(
+        "-c", str(make_config()), "run", env={**clawd_env, "CREDENTIALS_DIRECTORY": str(creds)}
+    )
+    assert out.returncode == 78
+    assert out.stderr == (
+        f"clawd: {creds}/broker-password: cannot read the broker password: Is a directory\n"
+    )
+
+
+def test_a_credentials_directory_clawd_may_not_enter_is_one_error(tmp_path, monkeypatch):
+    # what a unit sees when systemd could not give it its credentials (root-owned, 0700)
+    from clawd import config as cfgmod
+    from clawd.errors import ConfigError
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "exists", denied)
+    with pytest.raises(ConfigError) as caught:
+        cfgmod.read_password(cfgmod.BrokerConfig(), {"CREDENTIALS_DIRECTORY": "/run/creds"})
+    assert caught.value.problems == [
+        "/run/creds/broker-password: cannot read the broker password credential: Permission denied"
+    ]

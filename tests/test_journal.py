@@ -1,4 +1,4 @@
-"""The journal: schema migrations, the results outbox."""
+"""The journal: schema migrations, the results outbox, retention."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from clawd.envelope import Task, result_doc
 from clawd.errors import JournalError
-from clawd.journal import BACKSTOP_PAGES, VERSION, Journal
+from clawd.journal import BACKSTOP_PAGES, PRUNE_INDEX, VERSION, Journal, prune
+from tests.conftest import wait_until
 
 # the tasks table as the first release wrote it: no outbox column, no user_version
 V1 = """
@@ -81,10 +82,110 @@ def test_commits_leave_checkpoints_to_the_background_thread(tmp_path: Path) -> N
         if i % 10 == 9:
             j.commit()
     assert j.checkpointer is not None
-    deadline = time.monotonic() + 10
-    while j.checkpointer.checkpoints < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    checkpointer = j.checkpointer
+    wait_until(lambda: checkpointer.checkpoints >= 2, what="two background checkpoints")
     # what the checkpointer copied is in the database file itself, not only in the WAL
     assert path.stat().st_size > 3000 * 3000
     j.close()
     assert not j.checkpointer.is_alive()
+
+
+def _finished(j: Journal, task_id: str, finished_at: float, *, publish: bool = True) -> None:
+    task = Task(id=task_id, type="compute", lane="normal", input="1", submitted_at=1.0)
+    j.add(task, None)
+    j.commit()
+    doc = result_doc(task, "ok", attempts=1, result=1, finished_at=finished_at)
+    j.finish(task_id, "ok", doc, [])
+    if publish:
+        j.published(task_id)
+    j.commit()
+
+
+def test_pruning_keeps_open_tasks_the_outbox_and_dead_letters(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.db")
+    _finished(j, "old", 100.0)
+    _finished(j, "old-unpublished", 100.0, publish=False)
+    _finished(j, "old-dead", 100.0)
+    j.dead_letter("old-dead", "normal", "poison", {"id": "old-dead"})
+    _finished(j, "recent", 300.0)
+    j.add(Task(id="open", type="compute", lane="normal", input="1", submitted_at=1.0), None)
+    j.commit()
+    assert prune(j.db, 200.0, batch=1) == 1  # one batch of one, then a batch of none
+    left = sorted(j.lookup_many(["old", "old-unpublished", "old-dead", "recent", "open"]))
+    assert left == ["old-dead", "old-unpublished", "open", "recent"]
+    assert j.results(["old"]) == []
+
+
+def test_pruning_uses_its_index(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.db")
+    plan = j.db.execute(
+        "EXPLAIN QUERY PLAN SELECT seq FROM tasks WHERE finished_at < ? AND published = 1",
+        (1.0,),
+    ).fetchall()
+    assert "tasks_finished" in str(plan), plan
+    assert "finished_at" in PRUNE_INDEX
+
+
+def test_the_file_stops_growing_under_a_steady_stream_with_retention(tmp_path: Path) -> None:
+    """Rounds of tasks run to the end and are pruned by the background thread: SQLite
+    reuses the freed pages, so the page count reaches a plateau instead of growing."""
+    path = tmp_path / "journal.db"
+    j = Journal(path, fsync=False, checkpointer=True, retention=0.001)
+    checkpointer = j.checkpointer
+    assert checkpointer is not None
+    body = "x" * 500
+    pages: list[int] = []
+    free_seen = 0
+    for r in range(12):
+        for i in range(300):
+            task = Task(id=f"r{r}-{i}", type="compute", lane="normal", input=body, submitted_at=1.0)
+            j.add(task, None)
+        j.commit()
+        for i in range(300):
+            task_id = f"r{r}-{i}"
+            task = Task(id=task_id, type="compute", lane="normal", input=body, submitted_at=1.0)
+            j.finish(task_id, "ok", result_doc(task, "ok", attempts=1, result=body), [])
+            j.published(task_id)
+        j.commit()
+        wait_until(
+            lambda: j.db.execute("SELECT count(*) FROM tasks").fetchone() == (0,),
+            what="the round's tasks to be pruned",
+        )
+        pages.append(j.db.execute("PRAGMA page_count").fetchone()[0])
+        free_seen = max(free_seen, j.db.execute("PRAGMA freelist_count").fetchone()[0])
+    assert checkpointer.pruned == 12 * 300
+    assert free_seen > 0, "pruning freed no page"
+    # after a round or two the freed pages hold the next round: no growth at all
+    assert pages[-1] == pages[3] and max(pages) == pages[3], pages
+    # against what was written (a body and a result of 500 bytes per task): a few rounds' worth
+    page_size = j.db.execute("PRAGMA page_size").fetchone()[0]
+    assert pages[-1] * page_size < 12 * 300 * 1000 / 4, pages
+    j.close()
+
+
+def test_without_retention_nothing_is_pruned(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.db", fsync=False, checkpointer=True)
+    _finished(j, "old", 1.0)
+    checkpointer = j.checkpointer
+    assert checkpointer is not None
+    wait_until(lambda: checkpointer.checkpoints >= 2, what="two background checkpoints")
+    assert checkpointer.prunes == 0
+    assert list(j.lookup_many(["old"])) == ["old"]
+    j.close()
+
+
+def test_an_id_past_the_retention_is_new_before_it_is_pruned(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.db", retention=100.0)
+    now = time.time()
+    _finished(j, "old", now - 200)
+    _finished(j, "recent", now - 50)
+    _finished(j, "old-dead", now - 200)
+    j.dead_letter("old-dead", "normal", "poison", {"id": "old-dead"})
+    j.commit()
+    assert sorted(j.lookup_many(["old", "recent", "old-dead"])) == ["old-dead", "recent"]
+    # submitted again, "old" gets a fresh row: queued, nothing of the old task left
+    j.add(Task(id="old", type="compute", lane="normal", input="2", submitted_at=now), None)
+    j.commit()
+    assert j.lookup_many(["old"]) == {"old": ("queued", None)}
+    assert j.results(["old"]) == []
+    assert [t.input for _, t, *_ in j.open_tasks("normal")] == ["2"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
+from clawd import clock
 from clawd.distributor.entry import Entry
 from clawd.distributor.lanes import LaneScheduler
 from clawd.envelope import Task
@@ -56,13 +56,19 @@ def test_idle_lane_cannot_bank_credit_and_starve_the_others():
 
 
 def test_aging_serves_a_task_that_waited_too_long_first():
-    s = LaneScheduler({"high": 8, "low": 1}, max_wait=0.05)
-    old = entry("low", 0)
-    s.push(old)
-    time.sleep(0.06)
-    for i in range(100):
-        s.push(entry("high", i))
-    assert serve(s, 1) == ["low"]
+    now = [1000.0]
+    clock.use(lambda: now[0], lambda: now[0])
+    try:
+        s = LaneScheduler({"high": 8, "low": 1}, max_wait=0.05)
+        s.push(entry("low", 0))
+        now[0] += 0.03
+        for i in range(100):
+            s.push(entry("high", i))
+        assert serve(s, 1) == ["high"]  # nothing has waited too long yet
+        now[0] += 0.03  # the low task is now past max_wait, the high ones are not
+        assert serve(s, 1) == ["low"]
+    finally:
+        clock.reset()
 
 
 def test_reconfigure_changes_weights_and_keeps_queued_work():

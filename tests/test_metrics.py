@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 
-from tests.conftest import lines, run_cli, sub
+from tests.conftest import lines, run_cli, sub, wait_until
 
 
 def test_metrics_snapshot_content(broker, make_config, start_clawd, clawd_env):
@@ -13,8 +12,12 @@ def test_metrics_snapshot_content(broker, make_config, start_clawd, clawd_env):
     start_clawd("-c", str(cfg), "run", "--worker-id", "m-1")
     for expr in ("1+1", "2+2", "1/0"):
         run_cli("-c", str(cfg), "submit", "compute", expr, "--wait", env=clawd_env)
-    time.sleep(2.2)  # the next snapshot
-    (m,) = lines(sub(broker, "clawd/metrics", 1))  # retained: arrives at once
+
+    def snapshot() -> dict | None:
+        (m,) = lines(sub(broker, "clawd/metrics", 1))  # retained: arrives at once
+        return m if m["counters"].get("submitted") == 3 and m["distributed"] == 3 else None
+
+    m = wait_until(snapshot, what="a snapshot taken after the three tasks")
     assert set(m["lanes"]) == {"high", "normal", "low"}
     assert m["lanes"]["normal"]["served"] == 3 and m["lanes"]["normal"]["depth"] == 0
     assert m["counters"]["submitted"] == 3 and m["counters"]["ok"] == 2

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-import time
 import urllib.request
 
-from tests.conftest import free_port, run_cli
+from tests.conftest import free_port, run_cli, wait_until
 
 
 def scrape(port: int) -> str:
@@ -20,11 +19,32 @@ def test_prometheus_endpoint_has_histograms_and_gauges(make_config, start_clawd,
     start_clawd("-c", str(cfg), "run")
     for expr in ("2+2", "3*3", "1/0"):
         run_cli("-c", str(cfg), "submit", "compute", expr, "--wait", env=clawd_env)
-    time.sleep(2.5)  # one metrics tick for the gauges
-    text = scrape(port)
+
+    # the gauges follow the metrics tick: wait for the one after the three tasks
+    def after_tasks() -> str | None:
+        text = scrape(port)
+        return text if re.search(r'clawd_lane_depth\{lane="normal"\} 0\.0', text) else None
+
+    text = wait_until(after_tasks, what="a scrape after the three tasks")
     count = re.search(r'clawd_task_seconds_count\{lane="normal",type="compute"\} (\S+)', text)
     assert count is not None and float(count.group(1)) == 3.0
     assert re.search(r'clawd_events_total\{event="ok"\} 2\.0', text)
     assert re.search(r'clawd_events_total\{event="dead"\} 1\.0', text)
     assert re.search(r'clawd_lane_depth\{lane="high"\} 0\.0', text)
     assert 'clawd_dispatch_wait_seconds_bucket{lane="normal",le="0.001"}' in text
+
+
+def test_a_forgotten_worker_leaves_no_series() -> None:
+    from prometheus_client import generate_latest
+
+    from clawd.prometheus import Exporter
+
+    e = Exporter(free_port())
+    try:
+        e.update({"lanes": {}, "in_flight": 0, "workers": {"gone": {"utilisation": 0.5}}})
+        assert b'worker="gone"' in generate_latest(e.registry)
+        e.forget_worker("gone")
+        e.forget_worker("never-seen")
+        assert b'worker="gone"' not in generate_latest(e.registry)
+    finally:
+        e.close()

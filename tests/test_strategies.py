@@ -336,7 +336,7 @@ def test_builtin_strategies_register_through_the_hook() -> None:
     assert set(p.strategies) == BUILTIN
     assert {s.plugin for s in p.strategies.values()} == {"strategies"}
     assert all(s.description for s in p.strategies.values())
-    assert isinstance(p.make_strategy("hash", {}), RendezvousHash)
+    assert isinstance(p.make_strategy("hash", {}).inner, RendezvousHash)
 
 
 def test_strategy_options_from_config_reach_the_strategy() -> None:

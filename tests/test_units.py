@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -97,8 +98,9 @@ def test_worker_template_has_its_own_identity_and_state() -> None:
     text = units.render(worker=True, executable="/usr/bin/clawd")
     assert "Environment=CLAWD_WORKER_ID=%H-%i\n" in text
     assert "ExecStart=/usr/bin/clawd run --role worker --worker-id ${CLAWD_WORKER_ID}\n" in text
-    assert "StateDirectory=clawd/worker-%i\n" in text
-    assert "Environment=CLAWD_STATE_DIR=%S/clawd/worker-%i\n" in text
+    # beside /var/lib/clawd, not inside: DynamicUser= cannot link nested state directories
+    assert "StateDirectory=clawd-worker-%i\n" in text
+    assert "Environment=CLAWD_STATE_DIR=%S/clawd-worker-%i\n" in text
     assert "ConfigurationDirectory=clawd\n" in text
 
 
@@ -126,9 +128,49 @@ def test_every_hardening_setting_says_what_it_protects_and_may_break() -> None:
             previous_was_setting = True
 
 
-def test_home_directory_install_gets_a_warning() -> None:
-    text = units.render(executable="/home/alice/.local/bin/clawd")
-    assert text.startswith("# WARNING: /home/alice/.local/bin/clawd is inside a home directory")
+@pytest.mark.parametrize(
+    "exe, setting",
+    [
+        ("/home/alice/.local/bin/clawd", "ProtectHome=yes"),
+        ("/root/venv/bin/clawd", "ProtectHome=yes"),
+        ("/tmp/venv/bin/clawd", "PrivateTmp=yes"),
+    ],
+)
+def test_an_install_the_sandbox_hides_gets_a_warning(exe: str, setting: str) -> None:
+    text = units.render(executable=exe)
+    assert text.startswith(f"# WARNING: {exe} is hidden from the service by {setting}")
+    assert units.hidden_paths(exe) == [f"{exe} is hidden from the service by {setting}"]
+    assert units.hidden_paths("/opt/clawd/bin/clawd") == []
+
+
+def test_systemd_unit_refuses_an_install_the_sandbox_hides(tmp_path: Path) -> None:
+    # a virtualenv under /tmp, as a quick try-out would make
+    venv = Path(tempfile.mkdtemp(prefix="clawd-venv-", dir="/tmp"))
+    try:
+        exe = make_executable(venv / "bin" / "clawd")
+        exe.write_text(f"#!{sys.executable}\nfrom clawd.cli import main\nmain()\n")
+        p = subprocess.run([str(exe), "systemd", "unit"], capture_output=True, text=True)
+        assert p.returncode == 1
+        assert p.stdout == ""
+        assert p.stderr.startswith("clawd: refusing to write a unit that cannot start: ")
+        assert f"{exe} is hidden from the service by PrivateTmp=yes" in p.stderr
+        assert len(p.stderr.splitlines()) == 1
+        forced = subprocess.run(
+            [str(exe), "systemd", "unit", "--force"], capture_output=True, text=True
+        )
+        assert forced.returncode == 0
+        assert forced.stdout.startswith(f"# WARNING: {exe} is hidden from the service by")
+    finally:
+        shutil.rmtree(venv)
+
+
+def test_the_broker_password_credential_is_optional() -> None:
+    for worker in (False, True):
+        text = units.render(worker=worker, executable="/usr/bin/clawd")
+        load = "LoadCredential=broker-password:/etc/clawd/broker-password\n"
+        # systemd 252 has no optional LoadCredential=; a SetCredential= of the same name is
+        # its fallback when the file is missing: one newline, read as "no password"
+        assert load + "SetCredential=broker-password:\\n\n" in text
 
 
 def test_bare_name_is_looked_up_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -288,6 +288,18 @@ class Breakers:
         for worker_id in list(self._until):
             self.ejected(worker_id)
 
+    def worker_keys(self, worker_id: str) -> list[str]:
+        """The keys of every breaker and ejection about ``worker_id`` (the retained
+        ``<prefix>/breakers/<key>`` topics that may exist for it)."""
+        mine = f"worker/{worker_id}/"
+        return [k for k in self._all if k.startswith(mine)] + [f"eject/{worker_id}"]
+
+    def configure(self, cfg: BreakerConfig) -> None:
+        """A reloaded config: breakers made from now on and the ones that exist follow it."""
+        self.cfg = cfg
+        for b in self._all.values():
+            b.cfg = cfg.for_type(b.key.rsplit("/", 1)[-1])
+
     def forget_worker(self, worker_id: str) -> None:
         """Drop a worker that is gone; its states are reported back to normal, so whatever
         mirrors them (retained topics) shows no stale open breaker. Its ejection count is

@@ -19,8 +19,8 @@ from typing import Any
 
 import msgspec
 
-from clawd import clock
-from clawd.envelope import Task, encode
+from clawd import clock, wire
+from clawd.envelope import Task, encode, excerpt
 from clawd.handler import TaskContext
 from clawd.scaling import ConcurrencyScaler
 from clawd.topics import Topics
@@ -28,9 +28,6 @@ from clawd.transport import Message, Will
 from clawd.worker.pool import Outcome, Pool
 
 log = logging.getLogger("clawd.worker")
-
-#: a dispatch message: {"tasks": [Task, ...]}
-_grants = msgspec.json.Decoder(dict[str, list[Task]]).decode
 
 
 class Worker:
@@ -107,11 +104,28 @@ class Worker:
 
     # -- the loop ------------------------------------------------------------------------
 
+    def _apply_reload(self, config: Any, plugins: Any) -> None:
+        """Take a reloaded config on this loop's thread: handlers, capabilities, lanes,
+        concurrency and the heartbeat; the id and the broker need a restart."""
+        self.pending_reload = None
+        old = self.config.worker
+        self.config, self.plugins = config, plugins
+        self.heartbeat = max(0.2, config.distributor.liveness_timeout / 4)
+        new = config.worker
+        if (new.concurrency, new.concurrency_limits) != (old.concurrency, old.concurrency_limits):
+            low, high = new.concurrency_limits
+            self.scaler = ConcurrencyScaler(low, high, initial=new.concurrency)
+            self.capacity = new.concurrency
+            # running tasks finish on the old pool's threads; new ones go to a pool sized
+            # for the new limit
+            old_pool, self.pool = self.pool, Pool(high)
+            old_pool.executor.shutdown(wait=False)
+            log.info("concurrency %d (between %d and %d) after reload", self.capacity, low, high)
+        self.announce()  # handlers, capabilities, lanes and capacity may have changed
+
     def run_once(self, timeout: float = 0.2) -> int:
         if self.pending_reload is not None:
-            self.config, self.plugins = self.pending_reload
-            self.pending_reload = None
-            self.announce()  # handlers may have changed
+            self._apply_reload(*self.pending_reload)
         inbox = self.inbox
         self.transport.poll(0.0 if inbox else timeout)
         handled = 0
@@ -121,13 +135,15 @@ class Worker:
             try:
                 if isinstance(item, Message):
                     if item.topic == self.topics.metrics:
-                        self._observe_backlog(item.payload)
+                        self._observe_backlog(item)
                     else:
-                        self._grant(item.payload)
+                        self._grant(item)
                 else:
                     self._done(*item)
-            except Exception:  # one message never ends the loop
+            except Exception as exc:  # one message never ends the loop
                 log.exception("handling %r failed", getattr(item, "topic", item))
+                if isinstance(item, Message):
+                    self._unreadable(item, f"message could not be handled: {exc!r}")
         now = clock.monotonic()
         self._expire(now)
         if self.scaler.enabled and now >= self._next_scale:
@@ -137,17 +153,24 @@ class Worker:
             self._report(now)
         return handled
 
-    def _observe_backlog(self, payload: bytes) -> None:
+    def _unreadable(self, msg: Message, error: str) -> None:
+        """A message this worker cannot read: one log line, and a report on <prefix>/errors
+        (nothing a well-behaved clawd sends gets here)."""
+        log.warning("rejected message on %s: %s", msg.topic, error)
+        doc = {"error": error, "topic": msg.topic, "payload_excerpt": excerpt(msg.payload)}
+        self.transport.publish(self.topics.errors, encode(doc))
+
+    def _observe_backlog(self, msg: Message) -> None:
         try:
-            lanes = msgspec.json.decode(payload).get("lanes", {})
+            lanes = msgspec.json.decode(msg.payload).get("lanes", {})
             served = self.config.worker.lanes
             self.backlog = sum(
                 int(ln.get("depth", 0))
                 for name, ln in lanes.items()
                 if not served or name in served
             )
-        except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
-            log.debug("unreadable metrics snapshot ignored")
+        except (msgspec.DecodeError, AttributeError, TypeError, ValueError, RecursionError) as exc:
+            self._unreadable(msg, f"unreadable metrics snapshot: {exc}")
 
     def _rescale(self) -> None:
         """Autoscaling: follow the backlog between min and max concurrency."""
@@ -160,11 +183,11 @@ class Worker:
             self.capacity = new
             self.announce()  # the distributor's credit follows the announced capacity
 
-    def _grant(self, payload: bytes) -> None:
+    def _grant(self, msg: Message) -> None:
         try:
-            tasks = _grants(payload)["tasks"]
-        except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
-            log.error("unreadable dispatch message: %s", exc)
+            tasks = wire.grants(msg.payload)
+        except wire.Unreadable as exc:
+            self._unreadable(msg, exc.error)
             return
         for task in tasks:
             self._start(task)

@@ -22,7 +22,7 @@ from typing import Any
 
 from clawd.envelope import decode, encode
 from clawd.transport import Delivery, Endpoint, Message, Options, Transport
-from tests.conftest import ROOT, Broker, Daemon
+from tests.conftest import ROOT, Broker, Daemon, wait_until
 
 DEFAULT_CONFIG = """
 [worker]
@@ -65,7 +65,7 @@ class Cluster:
         self.config.write_text(
             f'[broker]\nurl = "{self.broker.url}"\n\n'
             f'[daemon]\nstate_dir = "{self.dir / "state"}"\nplugin_dirs = ["{plugins}"]\n'
-            f'log_level = "warning"\n{DEFAULT_CONFIG}{extra_config}'
+            f'log_level = "info"\n{DEFAULT_CONFIG}{extra_config}'
         )
         self.env = {
             k: v
@@ -123,15 +123,18 @@ class Cluster:
         return d
 
     def wait_workers_known(self, timeout: float = 10) -> None:
-        """Wait until every worker's retained status says online."""
-        assert self.observer is not None
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if all(self.observer.worker_state.get(w) == "online" for w in self.workers):
-                time.sleep(0.3)  # the distributor reads the same retained status
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"workers not online: {self.observer.worker_state}")
+        """Wait until every worker's retained status says online, and the distributor has
+        logged taking each of them on."""
+        obs, d = self.observer, self.distributor
+        assert obs is not None and d is not None
+        wait_until(
+            lambda: (
+                all(obs.worker_state.get(w) == "online" for w in self.workers)
+                and all(f"worker {w} online" in d.output() for w in self.workers)
+            ),
+            timeout,
+            f"workers online at the distributor: {obs.worker_state}",
+        )
 
     def _supervise(self) -> None:
         while not self._stop.wait(0.1):
@@ -163,13 +166,12 @@ class Cluster:
         return t, pid
 
     def wait_restarted(self, wid: str, old_pid: int, timeout: float = 30) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
+
+        def restarted() -> bool:
             d = self.workers[wid]
-            if isinstance(d, Daemon) and d.proc.pid != old_pid and d.proc.poll() is None:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"worker {wid} was not restarted")
+            return isinstance(d, Daemon) and d.proc.pid != old_pid and d.proc.poll() is None
+
+        wait_until(restarted, timeout, f"worker {wid} to be restarted")
 
     def close(self) -> None:
         self._stop.set()
@@ -194,10 +196,16 @@ class Cluster:
 
     # -- broker faults -------------------------------------------------------------------
 
+    def down(self, seconds: float) -> None:
+        """Let ``seconds`` pass with something down: the fault itself, not a wait for an
+        event (nothing would announce the end of an outage)."""
+        self._stop.wait(seconds)
+
     def restart_broker(self, down: float = 0.0) -> None:
-        """Stop mosquitto gracefully (it saves its persistence file), wait, start it again."""
+        """Stop mosquitto gracefully (it saves its persistence file), keep it down for
+        ``down`` seconds (the fault itself), start it again."""
         self.broker.stop(signal.SIGTERM)
-        time.sleep(down)
+        self.down(down)
         self.broker.start()
 
     # -- reading what happened -----------------------------------------------------------
@@ -291,6 +299,12 @@ class Observer:
                 if left <= 0:
                     return False
                 self._cond.wait(min(left, 0.5))
+
+    def wait_dead(self, task_id: str, timeout: float = 20) -> list[dict[str, Any]]:
+        """Wait for the dead letter(s) of ``task_id``."""
+        with self._cond:
+            self._cond.wait_for(lambda: task_id in self.dead, timeout)
+            return list(self.dead.get(task_id, ()))
 
     def result(self, task_id: str) -> dict[str, Any] | None:
         docs = list(self.results.get(task_id, {}))

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from clawd.transport import Delivery
+from tests.conftest import wait_until
 from tests.faults.cluster import Cluster
 
 #: slots per worker (the harness config's [worker] concurrency) times two workers
@@ -107,9 +108,7 @@ class Run:
     def wait_done(self, fraction: float, timeout: float = 120) -> None:
         """Wait until ``fraction`` of the tasks have a result (a fault should hit mid-run)."""
         want = int(len(self.ids) * fraction)
-        end = time.monotonic() + timeout
-        while self.done() < want and time.monotonic() < end:
-            time.sleep(0.01)
+        wait_until(lambda: self.done() >= want, timeout, f"{want} results")
 
     def wait_acked(self, timeout: float = 60) -> None:
         end = time.monotonic() + timeout
@@ -146,7 +145,7 @@ def _worker_kill(run: Run) -> None:
         t, pid = c.kill_worker("w1")
         run.fault("kill -9 w1", pid, t)
         c.wait_restarted("w1", pid)
-        time.sleep(0.5)
+        c.wait_workers_known()
 
 
 def _distributor_kill(run: Run) -> None:
@@ -156,13 +155,13 @@ def _distributor_kill(run: Run) -> None:
     assert c.distributor is not None
     run.fault("kill -9 distributor (after submit)")
     c.distributor.stop(signal.SIGKILL)
-    time.sleep(0.5)
+    c.down(0.5)  # down for a while: the workers report into the void
     c.start_distributor()
     # and once more mid-run, with tasks running on the workers
     run.wait_done(0.5)
     run.fault("kill -9 distributor (mid-run)")
     c.distributor.stop(signal.SIGKILL)
-    time.sleep(1.0)
+    c.down(1.0)
     c.start_distributor()
 
 
@@ -291,7 +290,11 @@ def run_scenario(
         run.wait_acked(budget)
         acked = {i for i, d in run.deliveries.items() if d.acknowledged}
         cluster.observer.wait_results(acked, budget)  # type: ignore[union-attr]
-        time.sleep(1.5)  # late duplicates, if any, arrive now
+        # a last submission the distributor rejects at once: its answer comes after every
+        # result the distributor published before it, late duplicates included
+        marker = f"marker-{token}"
+        cluster.observer.submit({"id": marker, "type": "no-such-type"})  # type: ignore[union-attr]
+        cluster.observer.wait_results({marker}, budget)  # type: ignore[union-attr]
         report = classify(run, sc, expect, acked)
         report.worker_restarts = cluster.restarts
         if not run.faults:

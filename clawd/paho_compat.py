@@ -1,0 +1,213 @@
+"""Everything clawd does to paho beyond its public API, in one place, and only where it is safe.
+
+Two speed-ups reach into paho's internals:
+
+- **buffered socket**: a client class whose private ``_create_socket`` wraps paho's socket
+  in a :class:`~clawd.sockbuf.BufferedSocket` (one system call for many packets). It is a
+  subclass, so it applies per client: only the clients clawd makes get it.
+- **shared property tables**: paho's ``Properties.__init__`` rebuilds three lookup tables
+  (about 8 µs) for every PUBLISH and PUBACK it reads, and ``clear()`` probes all 27
+  property names: together a sixth of the distributor's CPU under load. The tables never
+  change, so every instance can share one copy. paho builds these objects in its packet
+  parser, which no client owns, so this one is process-wide (it changes no behaviour, which
+  the check below verifies before installing it); it is undone when a client is made with
+  the speed-ups off.
+
+Both are written for paho-mqtt 2.1 and 2.2 (:data:`SUPPORTED`). With any other version, when
+the sanity check run before installing them fails, or when ``CLAWD_PAHO_COMPAT=0`` is set,
+clawd uses paho exactly as it comes: its own client class, socket and properties; the
+transport then reads and writes through paho's public ``loop_read``/``loop_write``.
+
+paho itself is imported by :mod:`clawd.transport` only: it hands the classes in (:class:`Paho`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from clawd.sockbuf import BufferedSocket
+
+log = logging.getLogger("clawd.transport")
+
+#: the paho-mqtt (major, minor) versions the speed-ups were written for
+SUPPORTED = ((2, 1), (2, 2))
+#: ``0``/``off``/``false``/``no`` turns the speed-ups off (paho as it comes)
+ENV = "CLAWD_PAHO_COMPAT"
+_OFF = {"0", "off", "false", "no"}
+#: the property names set in the install-time check
+_SAMPLE = {
+    "ResponseTopic": "clawd/check",
+    "CorrelationData": b"\x00\x01",
+    "MessageExpiryInterval": 30,
+    "UserProperty": [("k", "v")],
+}
+
+
+@dataclass(frozen=True)
+class Paho:
+    """The parts of paho the speed-ups touch, handed in by :mod:`clawd.transport`."""
+
+    version: str
+    client: type[Any]
+    properties: type[Any]
+    publish_type: int
+
+
+def version_gate(version: str) -> str | None:
+    """None when the speed-ups were written for paho ``version``, else why not."""
+    try:
+        major, minor = (int(x) for x in version.split(".")[:2])
+    except ValueError:
+        return f"paho-mqtt version {version!r} cannot be read"
+    if (major, minor) in SUPPORTED:
+        return None
+    known = ", ".join(f"{a}.{b}" for a, b in SUPPORTED)
+    return f"paho-mqtt {version} is not a version they were written for ({known})"
+
+
+class Compat:
+    """The decision for the clients made now: speed-ups on (``enabled``) or paho as it comes.
+
+    ``enabled=None`` follows :data:`ENV` (on by default); ``False`` forces them off; ``True``
+    asks for them, still subject to the version gate and the check.
+    """
+
+    def __init__(self, paho: Paho, enabled: bool | None = None) -> None:
+        self.paho = paho
+        if enabled is None:
+            enabled = os.environ.get(ENV, "1").strip().lower() not in _OFF
+        why = None if enabled else f"{ENV} or the caller turned them off"
+        why = why or version_gate(paho.version) or _check(paho)
+        #: why the speed-ups are off (None: they are on)
+        self.off_reason = why
+        self.enabled = why is None
+        if self.enabled:
+            _share_tables(paho)
+        else:
+            _restore_tables(paho)
+            _note(why or "", logging.INFO if enabled is False else logging.WARNING)
+
+    def client_class(self) -> type:
+        """The client class to instantiate: paho's own, or one on a buffered socket."""
+        if not self.enabled:
+            return self.paho.client
+        return _buffered_client(self.paho.client)
+
+
+# -- the buffered socket -----------------------------------------------------------------
+
+_BUFFERED: dict[type, type] = {}
+
+
+def _buffered_client(base: type) -> type:
+    cls = _BUFFERED.get(base)
+    if cls is None:
+
+        def _create_socket(self: Any) -> Any:
+            return BufferedSocket(base._create_socket(self))  # type: ignore[attr-defined]
+
+        cls = type("BufferedClient", (base,), {"_create_socket": _create_socket})
+        _BUFFERED[base] = cls
+    return cls
+
+
+# -- the property tables -----------------------------------------------------------------
+
+#: paho's own methods, kept to undo the speed-up
+_ORIGINAL: dict[type, tuple[Callable[..., None], Callable[..., None]]] = {}
+
+
+def _tables(paho: Paho) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+    proto = paho.properties(paho.publish_type)
+    try:
+        tables = {k: getattr(proto, k) for k in ("types", "names", "properties")}
+    except AttributeError:
+        return None
+    names = tuple(n.replace(" ", "") for n in tables["names"])
+    return tables, names
+
+
+def _shared_methods(tables: dict[str, Any], names: tuple[str, ...]) -> tuple[Any, Any]:
+    fixed = len(tables) + 1  # packetType and the tables: what an empty instance holds
+
+    def __init__(self: Any, packetType: int) -> None:
+        d = self.__dict__
+        d["packetType"] = packetType
+        d.update(tables)
+
+    def clear(self: Any) -> None:
+        d = self.__dict__
+        if len(d) > fixed:
+            for name in names:
+                d.pop(name, None)
+
+    return __init__, clear
+
+
+def _check(paho: Paho) -> str | None:
+    """Run both speed-ups on sample data and compare with paho's own; None when equal."""
+    if not inspect.isfunction(getattr(paho.client, "_create_socket", None)):
+        return "paho's client has no _create_socket method"
+    if list(inspect.signature(paho.client._create_socket).parameters) != ["self"]:  # type: ignore[attr-defined]
+        return "paho's _create_socket takes arguments it did not take"
+    if getattr(paho.properties, "_clawd_shared", False):
+        return None  # installed and checked before
+    found = _tables(paho)
+    if found is None:
+        return "paho's Properties builds its tables differently"
+    init, clear = _shared_methods(*found)
+    try:
+        theirs = paho.properties(paho.publish_type)
+        for k, v in _SAMPLE.items():
+            setattr(theirs, k, v)
+        wire = theirs.pack()
+        ours = object.__new__(paho.properties)
+        init(ours, paho.publish_type)
+        ours.unpack(wire[:])
+        same = ours.pack() == wire and all(
+            getattr(ours, k, None) == getattr(theirs, k, None) for k in _SAMPLE
+        )
+        clear(ours)
+        empty = paho.properties(paho.publish_type)
+        same = same and ours.pack() == empty.pack() and not any(hasattr(ours, k) for k in _SAMPLE)
+    except Exception as exc:  # a paho that differs in a way the check did not foresee
+        return f"shared property tables failed the check ({exc!r})"
+    return None if same else "shared property tables do not round-trip like paho's own"
+
+
+def _share_tables(paho: Paho) -> None:
+    cls = paho.properties
+    if getattr(cls, "_clawd_shared", False):
+        return
+    found = _tables(paho)
+    if found is None:
+        return
+    init, clear = _shared_methods(*found)
+    _ORIGINAL[cls] = (cls.__init__, cls.clear)  # type: ignore[attr-defined]
+    setattr(cls, "__init__", init)  # noqa: B010 - a method, replaced
+    setattr(cls, "clear", clear)  # noqa: B010
+    cls._clawd_shared = True  # type: ignore[attr-defined]
+
+
+def _restore_tables(paho: Paho) -> None:
+    cls = paho.properties
+    original = _ORIGINAL.pop(cls, None)
+    if original is not None:
+        setattr(cls, "__init__", original[0])  # noqa: B010 - a method, put back
+        setattr(cls, "clear", original[1])  # noqa: B010
+        cls._clawd_shared = False  # type: ignore[attr-defined]
+
+
+_noted: set[str] = set()
+
+
+def _note(why: str, level: int) -> None:
+    # once per reason: every client made would otherwise say it again
+    if why not in _noted:
+        _noted.add(why)
+        log.log(level, "paho speed-ups off: %s; using paho as it comes", why)

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from clawd.connection import Endpoint
 from clawd.systemd import Notifier
-from clawd.transport import Endpoint
 
 log = logging.getLogger("clawd.daemon")
 

@@ -440,7 +440,7 @@ def broker_args(ctx: click.Context) -> None:
 
     Use as: mosquitto_sub $(clawd broker args) -t '#'
     """
-    from clawd.transport import Endpoint
+    from clawd.connection import Endpoint
 
     ep = Endpoint.parse(embedded.resolve_url(config_of(ctx)))
     if ep.unix:

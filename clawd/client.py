@@ -10,10 +10,12 @@ from typing import Any
 
 from clawd import broker as embedded
 from clawd import config as cfgmod
+from clawd.connection import Endpoint, Options
 from clawd.envelope import decode, encode, new_id, parse_submission
 from clawd.errors import BrokerError
+from clawd.message import Message
 from clawd.topics import Topics
-from clawd.transport import Endpoint, Message, Options, Transport
+from clawd.transport import Transport
 
 
 class Client:

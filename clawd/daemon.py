@@ -20,13 +20,14 @@ from clawd import config as cfgmod
 from clawd import logs, reload_report
 from clawd.broker_wait import wait_for_broker
 from clawd.config_check import check_roles
+from clawd.connection import Endpoint, Options
 from clawd.distributor.core import SESSION_EXPIRY, Distributor
 from clawd.errors import BrokerError, ConfigError
 from clawd.journal import Journal
 from clawd.plugins import load_plugins
 from clawd.state_lock import StateLock, prepare
 from clawd.systemd import Notifier
-from clawd.transport import Endpoint, Options, Transport
+from clawd.transport import Transport
 from clawd.worker.core import Worker
 
 log = logging.getLogger("clawd.daemon")

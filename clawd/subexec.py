@@ -27,10 +27,11 @@ from clawd import broker as embedded
 from clawd import config as cfgmod
 from clawd.channels import WORKER_ENV, safe_id
 from clawd.config import ExecConfig
+from clawd.connection import Endpoint, Options
 from clawd.handler import HandlerSpec, TaskContext
 from clawd.handlers.exec import ExecHandler
 from clawd.plugins import Plugins
-from clawd.transport import Endpoint, Options, Transport
+from clawd.transport import Transport
 from clawd.worker.core import Worker
 
 log = logging.getLogger("clawd.subexec")

@@ -1,4 +1,5 @@
-"""The MQTT transport: the only module that imports paho.
+"""The MQTT transport: the only module that imports paho (with the speed-ups it hands to
+:mod:`clawd.paho_compat`).
 
 Two ways to run a connection. **Driven** (the daemon's roles): the owner's loop thread
 calls :meth:`Transport.poll` each turn, which sends everything queued in one write, waits
@@ -26,9 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 from paho.mqtt import __version__ as paho_version
@@ -38,7 +37,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from clawd import paho_compat
+from clawd.connection import Endpoint, Options, tls_context
 from clawd.errors import BrokerError
+from clawd.message import Delivery, Message
 from clawd.sockbuf import BufferedSocket
 
 log = logging.getLogger("clawd.transport")
@@ -58,115 +59,6 @@ AUTH_HINT = (
     "check [broker] username and the password (password_file, or the systemd credential "
     "broker-password)"
 )
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where the broker is: host/port (tcp, optionally TLS) or a unix socket path."""
-
-    host: str
-    port: int = 1883
-    tls: bool = False
-    unix: bool = False
-
-    @classmethod
-    def parse(cls, url: str) -> Endpoint:
-        u = urlparse(url)
-        if u.scheme == "unix":
-            if not u.path:
-                raise BrokerError(f"broker url {url!r}: unix:// needs an absolute socket path")
-            return cls(host=u.path, port=0, unix=True)
-        if u.scheme in ("mqtt", "tcp", "mqtts", "ssl"):
-            tls = u.scheme in ("mqtts", "ssl")
-            return cls(
-                host=u.hostname or "127.0.0.1", port=u.port or (8883 if tls else 1883), tls=tls
-            )
-        raise BrokerError(
-            f"broker url {url!r}: expected mqtt://host[:port], mqtts://host[:port] or unix:///path"
-        )
-
-    def __str__(self) -> str:
-        if self.unix:
-            return f"unix://{self.host}"
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
-
-
-@dataclass
-class Message:
-    """An inbound message, free of paho types."""
-
-    topic: str
-    payload: bytes
-    qos: int = 0
-    retain: bool = False
-    mid: int = 0
-    response_topic: str | None = None
-    correlation: bytes | None = None
-    expiry: float | None = None
-
-
-class Delivery:
-    """A QoS>0 publish on its way: ``acknowledged`` once the broker has answered it."""
-
-    __slots__ = ("_info",)
-
-    def __init__(self, info: Any) -> None:
-        self._info = info
-
-    @property
-    def acknowledged(self) -> bool:
-        """True once the broker acknowledged it (PUBACK): the broker owns it now.
-
-        A publish made while the link was down is pending, not an error: the outbox sends
-        it again once the link is back.
-        """
-        try:
-            return bool(self._info.is_published())
-        except (RuntimeError, ValueError):
-            return False
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds for the acknowledgement; True when it came."""
-        try:
-            self._info.wait_for_publish(timeout)
-        except (RuntimeError, ValueError):
-            return False
-        return self.acknowledged
-
-
-@dataclass
-class Will:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
-
-
-@dataclass
-class Options:
-    """How to connect; everything the transport needs from the config."""
-
-    client_id: str
-    clean_start: bool = True
-    session_expiry: int = 0
-    keepalive: int = 5
-    username: str | None = None
-    password: str | None = None
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_insecure: bool = False
-    will: Will | None = None
-    manual_ack: bool = False
-    subscriptions: list[tuple[str, int]] = field(default_factory=list)
-    #: QoS>0 messages in flight towards the broker; 0 = as many as the broker's receive
-    #: maximum allows (paho rescans its window on every PUBACK, so a large one is slow)
-    max_inflight: int = 0
-    #: the owner drives the connection with poll() instead of paho's network thread
-    driven: bool = False
-    #: paho speed-ups (:mod:`clawd.paho_compat`): None follows $CLAWD_PAHO_COMPAT, False
-    #: is paho as it comes
-    compat: bool | None = None
 
 
 #: the paho this process runs, for the speed-ups in :mod:`clawd.paho_compat`
@@ -217,7 +109,7 @@ class Transport:
         if options.username is not None:
             c.username_pw_set(options.username, options.password)
         if endpoint.tls:
-            c.tls_set_context(_tls_context(options))
+            c.tls_set_context(tls_context(options))
         if options.will is not None:
             w = options.will
             c.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)
@@ -606,22 +498,3 @@ class Transport:
         self._on_message(
             Message(msg.topic, msg.payload, msg.qos, bool(msg.retain), msg.mid, rt, corr, exp)
         )
-
-
-def _tls_context(options: Options) -> ssl.SSLContext:
-    """A verifying TLS context; unreadable or invalid files are a BrokerError naming them."""
-    try:
-        ctx = ssl.create_default_context(cafile=options.tls_ca)
-    except (OSError, ssl.SSLError) as exc:
-        raise BrokerError(f"tls_ca {options.tls_ca}: cannot load CA certificates: {exc}") from None
-    if options.tls_cert:
-        try:
-            ctx.load_cert_chain(options.tls_cert, options.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise BrokerError(
-                f"tls_cert {options.tls_cert} / tls_key {options.tls_key}: cannot load the "
-                f"client certificate: {exc}"
-            ) from None
-    if options.tls_insecure:
-        ctx.check_hostname = False
-    return ctx

@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from clawd.transport import Endpoint, Message, Options, Transport
+from clawd.connection import Endpoint, Options
+from clawd.message import Message
+from clawd.transport import Transport
 
 
 class Listener:

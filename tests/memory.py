@@ -11,8 +11,8 @@ from typing import Any
 
 from clawd import clock
 from clawd import config as cfgmod
+from clawd.message import Message
 from clawd.plugins import load_plugins
-from clawd.transport import Message
 from clawd.wire import WorkerStatus
 
 

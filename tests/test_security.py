@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
+from clawd.connection import Endpoint, Options
 from clawd.errors import BrokerError
-from clawd.transport import Endpoint, Options, Transport
+from clawd.transport import Transport
 from tests.certs import Pki, make_pki
 from tests.conftest import ROOT, Broker, client_id, free_port, run_cli, wait_until
 

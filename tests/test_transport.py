@@ -19,9 +19,11 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from clawd.connection import Endpoint, Options
+from clawd.message import Message
 from clawd.paho_compat import Compat, Paho, version_gate
 from clawd.sockbuf import FILL, BufferedSocket
-from clawd.transport import PAHO, Endpoint, Message, Options, Transport
+from clawd.transport import PAHO, Transport
 from tests.conftest import Broker, client_id, lines, pub, sub, wait_until
 
 
@@ -281,7 +283,7 @@ def test_a_driven_connection_comes_back_after_a_broker_restart(
 
 
 def test_stop_with_will_makes_the_broker_publish_it(broker: Broker, paho: bool) -> None:
-    from clawd.transport import Will
+    from clawd.connection import Will
 
     cid = client_id("will-watch")
     watcher = subprocess.Popen(

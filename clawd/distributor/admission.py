@@ -15,7 +15,7 @@ from clawd.distributor.metrics import Metrics
 from clawd.distributor.outbox import Outbox
 from clawd.distributor.tasks import TaskTable
 from clawd.envelope import Rejected, Task, encode, parse_envelope
-from clawd.transport import Message
+from clawd.message import Message
 
 
 class Admission:

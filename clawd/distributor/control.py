@@ -15,7 +15,7 @@ from clawd.distributor.fleet import Fleet
 from clawd.distributor.outbox import Outbox
 from clawd.distributor.tasks import TaskTable
 from clawd.envelope import encode
-from clawd.transport import Message
+from clawd.message import Message
 from clawd.wire import Control, Unreadable
 
 log = logging.getLogger("clawd.distributor")

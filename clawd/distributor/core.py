@@ -26,8 +26,8 @@ from clawd.distributor.outbox import Outbox
 from clawd.distributor.tasks import TaskTable
 from clawd.envelope import encode
 from clawd.journal import Journal
+from clawd.message import Message
 from clawd.topics import Topics
-from clawd.transport import Message
 from clawd.wire import Unreadable
 
 log = logging.getLogger("clawd.distributor")

@@ -20,11 +20,12 @@ from typing import Any
 import msgspec
 
 from clawd import clock, wire
+from clawd.connection import Will
 from clawd.envelope import Task, encode, excerpt
 from clawd.handler import TaskContext
+from clawd.message import Message
 from clawd.scaling import ConcurrencyScaler
 from clawd.topics import Topics
-from clawd.transport import Message, Will
 from clawd.worker.pool import Outcome, Pool
 
 log = logging.getLogger("clawd.worker")

@@ -20,8 +20,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from clawd.connection import Endpoint, Options
 from clawd.envelope import decode, encode
-from clawd.transport import Delivery, Endpoint, Message, Options, Transport
+from clawd.message import Delivery, Message
+from clawd.transport import Transport
 from tests.conftest import ROOT, Broker, Daemon, wait_until
 
 DEFAULT_CONFIG = """

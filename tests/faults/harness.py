@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clawd.transport import Delivery
+from clawd.message import Delivery
 from tests.conftest import wait_until
 from tests.faults.cluster import Cluster
 

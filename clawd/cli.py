@@ -17,8 +17,10 @@ from clawd import broker as embedded
 from clawd import config as cfgmod
 from clawd.cli_common import EX_CONFIG, EX_UNAVAILABLE, config_of, fail
 from clawd.cli_dlq import dlq_group
+from clawd.cli_events import VERBS as EVENT_VERBS
+from clawd.cli_options import accept_config_anywhere
 from clawd.cli_task import task_command
-from clawd.envelope import decode, encode
+from clawd.envelope import Rejected, decode, encode
 from clawd.errors import BrokerError, ConfigError, JournalError, PluginError
 
 log = logging.getLogger("clawd")
@@ -118,10 +120,15 @@ def _parse_input(text: str) -> Any:
 @click.option("--lane", help="Lane (default: [distributor] default_lane).")
 @click.option("--id", "task_id", help="Task id (default: generated).")
 @click.option("--requires", multiple=True, help="Capability the worker must have (repeatable).")
-@click.option("--timeout", type=float, help="Handler time limit in seconds.")
+@click.option("--task-timeout", "timeout", type=float, help="Handler time limit in seconds.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option(
-    "--wait-timeout", type=float, default=None, help="Give up waiting after this many seconds."
+    "--timeout",
+    "--wait-timeout",
+    "wait_timeout",
+    type=float,
+    default=None,
+    help="Give up waiting for results after this many seconds (exit 2).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print whole result documents.")
 @click.pass_context
@@ -142,11 +149,11 @@ def submit(
 
     INPUT is JSON if it parses, else text; - reads stdin.
     """
-    from clawd.client import submit_many
+    from clawd.client import submit_many, validate
 
     cfg = config_of(ctx)
     if file is not None:
-        _submit_file(cfg, file, wait or True, wait_timeout, as_json)
+        _submit_file(cfg, file, wait_timeout, as_json)
         return
     if not type_:
         raise click.UsageError("give a TYPE (or -f FILE)")
@@ -161,6 +168,10 @@ def submit(
             env[key] = value
     if requires:
         env["requires"] = list(requires)
+    try:
+        validate(cfg, env)  # the daemon's own parser: its message, before anything is sent
+    except Rejected as exc:
+        fail(f"rejected: {exc.error}")
     results = submit_many(cfg, [env], wait=wait, timeout=wait_timeout)
     if not wait:
         click.echo(env["id"])
@@ -183,10 +194,10 @@ def _print_result(doc: dict[str, Any], as_json: bool) -> None:
         click.echo(f"{doc['status']}: {doc.get('error')}", err=True)
 
 
-def _submit_file(cfg: Any, file: Any, wait: bool, timeout: float | None, as_json: bool) -> None:
+def _submit_file(cfg: Any, file: Any, timeout: float | None, as_json: bool) -> None:
     from rich.progress import Progress
 
-    from clawd.client import submit_many
+    from clawd.client import submit_many, validate
 
     envelopes = []
     for n, line in enumerate(file, 1):
@@ -198,6 +209,10 @@ def _submit_file(cfg: Any, file: Any, wait: bool, timeout: float | None, as_json
             fail(f"{file.name}:{n}: not JSON: {exc}")
         if not isinstance(env, dict):
             fail(f"{file.name}:{n}: expected a JSON object (a task envelope)")
+        try:
+            validate(cfg, env)
+        except Rejected as exc:
+            fail(f"{file.name}:{n}: rejected: {exc.error}")
         envelopes.append(env)
     counts: dict[str, int] = {}
     start = time.monotonic()
@@ -210,7 +225,7 @@ def _submit_file(cfg: Any, file: Any, wait: bool, timeout: float | None, as_json
             if as_json:
                 bar.console.print_json(encode(doc).decode())
 
-        results = submit_many(cfg, envelopes, wait=wait, timeout=timeout, on_result=seen)
+        results = submit_many(cfg, envelopes, wait=True, timeout=timeout, on_result=seen)
     missing = len(envelopes) - len(results)
     took = time.monotonic() - start
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
@@ -230,8 +245,11 @@ def _submit_file(cfg: Any, file: Any, wait: bool, timeout: float | None, as_json
 @click.argument("ids", nargs=-1)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing results as they arrive.")
 @click.option("--limit", default=20, show_default=True, help="How many recent results.")
+@click.option("--timeout", type=float, help="Stop following after this many seconds.")
 @click.pass_context
-def results(ctx: click.Context, ids: tuple[str, ...], follow: bool, limit: int) -> None:
+def results(
+    ctx: click.Context, ids: tuple[str, ...], follow: bool, limit: int, timeout: float | None
+) -> None:
     """Print stored results (JSON lines), newest last; --follow streams new ones."""
     from clawd.client import Client
     from clawd.journal import open_readonly
@@ -263,9 +281,10 @@ def results(ctx: click.Context, ids: tuple[str, ...], follow: bool, limit: int) 
     elif not follow:
         fail(f"no journal at {db} (is the distributor running with this state dir?)")
     if follow:
+        end = None if timeout is None else time.monotonic() + timeout
         with Client(cfg, [(cfg.broker.prefix + "/results/+", 1)]) as c:
-            while True:
-                m = c.next(None)
+            while end is None or time.monotonic() < end:
+                m = c.next(1.0 if end is None else max(0.0, min(1.0, end - time.monotonic())))
                 if m is None:
                     continue
                 doc = decode(m.payload)
@@ -310,7 +329,7 @@ def _snapshot(cfg: Any) -> dict[str, Any]:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, watch: bool) -> None:
     """Workers, lanes and rates at a glance."""
-    from clawd.status_view import render
+    from clawd.status_view import render, render_fitted
 
     cfg = config_of(ctx)
     if as_json:
@@ -323,10 +342,14 @@ def status(ctx: click.Context, as_json: bool, watch: bool) -> None:
     if not watch:
         console.print(render(_snapshot(cfg)))
         return
-    with Live(render(_snapshot(cfg)), console=console, refresh_per_second=1) as live:
+
+    def fitted() -> Any:
+        return render_fitted(_snapshot(cfg), console.width, console.height)
+
+    with Live(fitted(), console=console, refresh_per_second=1, screen=True) as live:
         while True:
             time.sleep(2)
-            live.update(render(_snapshot(cfg)))
+            live.update(fitted())
 
 
 # -- plugins ---------------------------------------------------------------------------
@@ -338,9 +361,9 @@ def status(ctx: click.Context, as_json: bool, watch: bool) -> None:
 def plugins(ctx: click.Context, as_json: bool) -> None:
     """List every plugin, where it came from and what it registered."""
     from rich.console import Console
-    from rich.table import Table
 
     from clawd.plugins import load_plugins
+    from clawd.status_view import plugin_table
 
     cfg = config_of(ctx)
     pm = load_plugins(cfg)
@@ -357,16 +380,7 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("plugin", "source", "handlers", "strategies", "hooks")
-    for r in rows:
-        table.add_row(
-            r["name"],
-            r["source"],
-            ", ".join(r["handlers"]),
-            ", ".join(r["strategies"]),
-            ", ".join(r["hooks"]),
-        )
-    Console().print(table)
+    Console().print(plugin_table(rows))
 
 
 # -- config ----------------------------------------------------------------------------
@@ -493,6 +507,9 @@ def systemd_reload(pid: int, state_dir: str, timeout: float) -> None:
 
 cli.add_command(dlq_group)
 cli.add_command(task_command)
+for _verb in EVENT_VERBS:
+    cli.add_command(_verb)
+accept_config_anywhere(cli)
 
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

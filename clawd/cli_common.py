@@ -28,8 +28,11 @@ def config_of(ctx: click.Context) -> Any:
         try:
             obj["config"] = cfgmod.load(obj["path"])
         except ConfigError as exc:
-            click.echo("clawd: invalid configuration:", err=True)
-            for p in exc.problems:
-                click.echo(f"  {p}", err=True)
+            if len(exc.problems) == 1:
+                click.echo(f"clawd: invalid configuration: {exc.problems[0]}", err=True)
+            else:
+                click.echo("clawd: invalid configuration:", err=True)
+                for p in exc.problems:
+                    click.echo(f"  {p}", err=True)
             sys.exit(EX_CONFIG)
     return obj["config"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import click
@@ -71,8 +70,16 @@ def _control(ctx: click.Context, cmd: dict[str, Any]) -> None:
 
     cfg = config_of(ctx)
     with Client(cfg) as c:
-        c.publish(Topics(cfg.broker.prefix).control, encode(cmd), qos=1)
-        time.sleep(0.2)
+        c.publish_acked(Topics(cfg.broker.prefix).control, encode(cmd))
+
+
+def _check_dead(ctx: click.Context, ids: tuple[str, ...]) -> None:
+    """Fail, naming them, when some of ``ids`` are not dead letters."""
+    journal = _journal(ctx)
+    unknown = [i for i in ids if not journal.dead_letters(i)]
+    journal.db.close()
+    if unknown:
+        fail(f"no dead letter with id {', '.join(unknown)} (clawd dlq list shows them)")
 
 
 @dlq_group.command("replay")
@@ -83,13 +90,17 @@ def dlq_replay(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> None:
     """Put dead-lettered tasks back in their lanes with fresh attempts."""
     if not ids and not all_:
         raise click.UsageError("give task ids or --all")
+    _check_dead(ctx, ids)
     _control(ctx, {"cmd": "replay", "ids": list(ids)} if ids else {"cmd": "replay"})
     click.echo(f"replay requested for {', '.join(ids) if ids else 'all dead letters'}")
 
 
 @dlq_group.command("purge")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Delete every dead letter.")
 @click.pass_context
-def dlq_purge(ctx: click.Context) -> None:
-    """Delete every dead letter."""
-    _control(ctx, {"cmd": "purge"})
-    click.echo("purge requested")
+def dlq_purge(ctx: click.Context, ids: tuple[str, ...], all_: bool) -> None:
+    """Delete dead letters: the given ids, or every one (no ids, or --all)."""
+    _check_dead(ctx, ids)
+    _control(ctx, {"cmd": "purge", "ids": list(ids)} if ids else {"cmd": "purge"})
+    click.echo(f"purge requested for {', '.join(ids) if ids else 'all dead letters'}")

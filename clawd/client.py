@@ -11,7 +11,8 @@ from typing import Any
 from clawd import broker as embedded
 from clawd import config as cfgmod
 from clawd.connection import Endpoint, Options
-from clawd.envelope import decode, encode, new_id
+from clawd.envelope import decode, encode, new_id, parse_submission
+from clawd.errors import BrokerError
 from clawd.message import Message
 from clawd.topics import Topics
 from clawd.transport import Transport
@@ -20,16 +21,30 @@ from clawd.transport import Transport
 class Client:
     """Connects with a throw-away client id; ``messages`` receives what it subscribed to."""
 
-    def __init__(self, config: Any, subscriptions: list[tuple[str, int]] | None = None) -> None:
+    def __init__(
+        self,
+        config: Any,
+        subscriptions: list[tuple[str, int]] | None = None,
+        *,
+        connect_timeout: float = 5.0,
+        probe: bool = False,
+    ) -> None:
+        """``probe``: also subscribe to this client's own probe topic (see :meth:`retained`)."""
         self.config = config
+        self.connect_timeout = connect_timeout
         self.topics = Topics(config.broker.prefix)
         self.messages: queue.SimpleQueue[Message] = queue.SimpleQueue()
         b = config.broker
         password = cfgmod.read_password(b)
+        client_id = f"clawd-cli-{os.getpid()}-{new_id()[:6]}"
+        self.probe = f"{self.topics.prefix}/_/probe/{client_id}"
+        subscriptions = list(subscriptions or [])
+        if probe:
+            subscriptions.append((self.probe, 1))
         self.transport = Transport(
             Endpoint.parse(embedded.resolve_url(config)),
             Options(
-                client_id=f"clawd-cli-{os.getpid()}-{new_id()[:6]}",
+                client_id=client_id,
                 keepalive=max(b.keepalive, 10),
                 username=b.username,
                 password=password,
@@ -37,14 +52,18 @@ class Client:
                 tls_cert=b.tls_cert,
                 tls_key=b.tls_key,
                 tls_insecure=b.tls_insecure,
-                subscriptions=subscriptions or [],
+                subscriptions=subscriptions,
             ),
             self.messages.put,
         )
 
     def __enter__(self) -> Client:
-        self.transport.start(timeout=10)
-        self.transport.subscribed.wait(10)
+        self.transport.start(timeout=self.connect_timeout)
+        if not self.transport.subscribed.wait(self.connect_timeout):
+            self.transport.stop()
+            raise BrokerError(
+                f"the broker at {self.transport.endpoint} did not acknowledge a subscription"
+            )
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -52,6 +71,34 @@ class Client:
 
     def publish(self, topic: str, payload: bytes, **kw: Any) -> None:
         self.transport.publish(topic, payload, **kw)
+
+    def publish_acked(self, topic: str, payload: bytes, timeout: float = 5.0) -> None:
+        """Publish at QoS 1 and wait until the broker has it; BrokerError if it does not."""
+        if not self.transport.publish_tracked(topic, payload, qos=1).wait(timeout):
+            raise BrokerError(
+                f"the broker at {self.transport.endpoint} did not acknowledge a publish to "
+                f"{topic} within {timeout:g} s"
+            )
+
+    def retained(self, timeout: float = 5.0) -> list[Message]:
+        """The retained messages of the subscriptions made at connect (``probe=True``).
+
+        A probe published to this client's own topic comes back after the retained
+        messages the broker queued for the earlier subscriptions: no quiet-time guess.
+        """
+        probe = self.probe
+        out: list[Message] = []
+        self.publish(probe, b"", qos=1)
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            m = self.next(left)
+            if m is None:
+                break
+            if m.topic == probe:
+                return out
+            if m.retain and m.payload:
+                out.append(m)
+        raise BrokerError(f"no answer from the broker at {self.transport.endpoint}")
 
     def next(self, timeout: float | None) -> Message | None:
         try:
@@ -71,6 +118,18 @@ class Client:
         return out
 
 
+def validate(config: Any, env: dict[str, Any]) -> None:
+    """Check an envelope with the daemon's own parser; Rejected carries its message.
+
+    Task types are not checked here: which ones the workers serve, only the distributor
+    knows (its rejection reaches a waiting client as a ``rejected`` result).
+    """
+    lane = env.get("lane") or config.distributor.default_lane
+    parse_submission(
+        ["tasks", lane], encode(env), lanes=config.lanes, max_payload=config.daemon.max_payload
+    )
+
+
 def submit_many(
     config: Any,
     envelopes: list[dict[str, Any]],
@@ -85,14 +144,19 @@ def submit_many(
     for env in envelopes:
         env.setdefault("id", new_id())
     one = envelopes[0]["id"] if len(envelopes) == 1 else "+"
-    subs = [(topics.result(one), 1)] if wait else []
+    # rejections also name the task on the errors topic: a waiting client hears of them
+    subs = [(topics.result(one), 1), (topics.errors, 1)] if wait else []
     results: dict[str, dict[str, Any]] = {}
     wanted = {e["id"] for e in envelopes}
     with Client(config, subs) as c:
-        for env in envelopes:
-            c.publish(topics.tasks(env.get("lane") or default_lane), encode(env), qos=1)
+        sent = [
+            c.transport.publish_tracked(topics.tasks(env.get("lane") or default_lane), encode(env))
+            for env in envelopes
+        ]
         if not wait:
-            time.sleep(0.1)  # let paho flush the PUBLISHes before disconnecting
+            # the broker has them (and keeps them for the distributor) once it acknowledged
+            if not all(d.wait(c.connect_timeout) for d in sent):
+                raise BrokerError(f"the broker at {c.transport.endpoint} did not acknowledge")
             return results
         done = threading.Event()
         end = None if timeout is None else time.monotonic() + timeout
@@ -104,6 +168,8 @@ def submit_many(
             if m is None:
                 break
             doc = decode(m.payload)
+            if m.topic == topics.errors:
+                doc = {"id": doc.get("id"), "status": "rejected", "error": doc.get("error")}
             if doc.get("id") in wanted and doc["id"] not in results:
                 results[doc["id"]] = doc
                 if on_result is not None:

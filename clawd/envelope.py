@@ -20,6 +20,9 @@ from clawd import clock
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
 EXCERPT = 200
+#: a task type named like this is a claw.events tasks channel (clawd.channels): its tasks
+#: are accepted before any worker serves it, and wait for one
+CHANNEL_SUFFIX = ".tasks"
 
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 Attempts = Annotated[int, msgspec.Meta(ge=1, le=1000)]
@@ -187,7 +190,11 @@ def parse_envelope(
     task_id = check_id(env.id) if env.id is not None else new_id()
     try:
         task = _build(env, task_id, lane, topic_type, lanes, expiry, now)
-        if known_types is not None and task.type not in known_types:
+        if (
+            known_types is not None
+            and task.type not in known_types
+            and not task.type.endswith(CHANNEL_SUFFIX)
+        ):
             shown = ", ".join(sorted(known_types)) or "none yet"
             raise Rejected(f"unknown task type {task.type!r} (known: {shown})")
         return task, env.id is not None

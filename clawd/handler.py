@@ -52,6 +52,9 @@ class TaskContext:
     timeout: float | None = None
     started: float = field(default_factory=time.monotonic)
     report: ProgressFn = field(default=_no_progress, repr=False, compare=False)
+    #: when the task was accepted (epoch seconds), and the worker running it
+    submitted_at: float = 0.0
+    worker: str = ""
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress (0.0-1.0); published on ``clawd/progress/<id>``."""

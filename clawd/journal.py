@@ -340,8 +340,13 @@ class Journal:
             rows = self.db.execute("SELECT letter FROM dead ORDER BY dead_at").fetchall()
         return [decode(r[0]) for r in rows]
 
-    def purge_dead(self) -> int:
-        cur = self.db.execute("DELETE FROM dead")
+    def purge_dead(self, ids: list[str] | None = None) -> int:
+        """Delete the dead letters of ``ids``, or all of them."""
+        if ids:
+            marks = ",".join("?" * len(ids))
+            cur = self.db.execute(f"DELETE FROM dead WHERE id IN ({marks})", ids)
+        else:
+            cur = self.db.execute("DELETE FROM dead")
         return cur.rowcount
 
     def close(self) -> None:

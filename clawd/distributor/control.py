@@ -29,7 +29,7 @@ def handle(cmd: Control, msg: Message, *, tasks: TaskTable, fleet: Fleet, outbox
         for task_id in ids:
             replay(tasks, task_id)
     elif cmd.cmd == "purge":
-        journal.purge_dead()
+        journal.purge_dead(cmd.ids or None)
     elif cmd.cmd == "task":
         if not msg.response_topic:
             raise Unreadable('control command "task" needs an MQTT v5 response topic')

@@ -14,10 +14,13 @@ What the command gets and what it must do (docs/handlers.md has examples):
   reaches the command line, so no input can inject a command or an option.
   ``command[0]`` is an absolute path, a name found on the minimal PATH below, or a
   path relative to ``cwd``.
-- **stdin** is the task as JSON: ``{"id", "type", "lane", "input", "attempt", "meta"}``.
-  The same JSON is in ``CLAW_MESSAGE`` (the variable older scripts read), unless it is
-  over 128 KiB, the most Linux allows in one variable: such a task fails at once with
-  an error saying so. ``CLAW_TASK_ID`` and ``CLAW_TASK_TYPE`` are set too.
+- **stdin** is the task as JSON: ``{"channel", "sender", "timestamp", "payload"}`` (the
+  shape claw.events scripts read, ``payload`` being the task as published; see
+  :func:`clawd.channels.claw_message`) plus ``{"id", "type", "lane", "input", "attempt",
+  "meta"}``. The same JSON is in ``CLAW_MESSAGE`` (the variable those scripts read),
+  unless it is over 128 KiB, the most Linux allows in one variable: such a task fails at
+  once with an error saying so. ``CLAW_TASK_ID``, ``CLAW_TASK_TYPE`` and
+  ``CLAW_WORKER_ID`` are set too.
 - **environment**: only ``PATH=/usr/local/bin:/usr/bin:/bin``, ``LANG`` and ``LC_ALL``
   (``C.UTF-8``), ``HOME`` (``cwd``, else ``/tmp``) and the configured ``env``. Nothing
   is inherited from the daemon, so its secrets stay with it.
@@ -51,6 +54,7 @@ from typing import Any
 import msgspec
 
 from clawd import hookimpl
+from clawd.channels import WORKER_ENV, claw_message
 from clawd.config import ExecConfig
 from clawd.errors import BadInput, PluginError, TaskError, TaskTimeout
 from clawd.handler import TaskContext
@@ -73,14 +77,15 @@ _PROGRESS = re.compile(r"progress:\s*([0-9]*\.?[0-9]+)(?:\s+(.*?))?\s*")
 
 def task_message(ctx: TaskContext) -> bytes:
     """The task as the JSON a command reads from stdin and CLAW_MESSAGE."""
-    doc = {
-        "id": ctx.id,
-        "type": ctx.type,
-        "lane": ctx.lane,
-        "input": ctx.input,
-        "attempt": ctx.attempt,
-        "meta": ctx.meta,
-    }
+    doc = claw_message(
+        id=ctx.id,
+        type=ctx.type,
+        lane=ctx.lane,
+        input=ctx.input,
+        attempt=ctx.attempt,
+        meta=ctx.meta,
+        submitted_at=ctx.submitted_at,
+    )
     try:
         return msgspec.json.encode(doc)
     except (TypeError, ValueError) as exc:
@@ -153,6 +158,8 @@ class ExecHandler:
         env.update(self.config.env)
         env["CLAW_TASK_ID"] = ctx.id
         env["CLAW_TASK_TYPE"] = ctx.type
+        if ctx.worker:
+            env[WORKER_ENV] = ctx.worker
         env["CLAW_MESSAGE"] = message.decode()
         return env
 

@@ -221,6 +221,8 @@ class Worker:
             meta=task.meta or {},
             timeout=timeout,
             report=self._progress_reporter(task.id),
+            submitted_at=task.submitted_at,
+            worker=self.id,
         )
         deadline = None
         if timeout is not None and spec.isolation == "thread":

@@ -118,6 +118,32 @@ def test_limits_on_length_and_depth_end_in_an_error() -> None:
     assert parse("(" * MAX_DEPTH + "1" + ")" * MAX_DEPTH + " == 1")({})
 
 
+#: conditions built to be slow or deep; bench/route_limits.py times them
+ADVERSARIAL = {
+    "10 MB of text": "1" * 10_000_000,
+    "100 000 open parentheses": "(" * 100_000,
+    "nesting one past the limit": "(" * (MAX_DEPTH + 1) + "1" + ")" * (MAX_DEPTH + 1),
+    "not, 200 times": "not " * 200,
+    "an unclosed string of 999 characters": "'" + "a" * 998,
+    "the longest sum": "1" + " + 1" * ((MAX_LENGTH - 5) // 4) + " > 0",
+    "the longest or-chain": "false" + " or false" * ((MAX_LENGTH - 5) // 9),
+    "the deepest parentheses": "(" * MAX_DEPTH + "1" + ")" * MAX_DEPTH + " == 1",
+    "a product of 990 nines": "9" * 495 + " * " + "9" * 495 + " > 0",
+    "hash of a 900-char string": "hash('" + "x" * 900 + "') % 7 == 3",
+    "the longest list": "task.id in [" + ", ".join(["1"] * 250) + "]",
+}
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+def test_adversarial_conditions_end_in_an_error_or_a_bool(name: str) -> None:
+    try:
+        cond = parse(ADVERSARIAL[name])
+    except ExprError as exc:
+        assert name.startswith(("10 MB", "100 000", "nesting", "not,", "an unclosed")), exc
+        return
+    assert isinstance(cond(TASK), bool)
+
+
 def test_the_longest_flat_expressions_evaluate() -> None:
     # chains of and/or/+ are as long as the length limit allows, and still evaluate
     n = (MAX_LENGTH - 10) // 4

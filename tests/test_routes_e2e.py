@@ -126,7 +126,7 @@ def test_capability_rule_with_a_glob_target(tmp_path, broker, make_config, start
         rule = {"match": "task.meta.capability == 'gpu'", "target": "gpu-*", "priority": 600}
         publish_rule(broker, "route_by_capability_gpu", rule)
         metrics(seen, rules_are("route_by_capability_gpu"))
-        ran = run_tasks(broker, seen, echo("g", 8, meta={"capability": "gpu"}) + echo("c", 8))
+        ran = run_tasks(broker, seen, echo("c", 8) + echo("g", 8, meta={"capability": "gpu"}))
         gpu = {ran[f"g-{i}"] for i in range(8)}
         assert gpu == {"gpu-1", "gpu-2"}  # only the glob's workers, and the strategy spreads
         # tasks no rule matches go to any worker (round robin over all three)

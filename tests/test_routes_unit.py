@@ -151,3 +151,24 @@ def test_an_empty_payload_deletes_and_a_bad_rule_is_reported(h: Harness) -> None
     rule(h, "r", None)
     h.turn()
     assert h.d.routes.rules == {} and h.journal.routes() == []
+
+
+def test_among_a_rules_targets_the_strategy_chooses(tmp_path: Path, clk: FakeClock) -> None:
+    # the seed's load-based distribution: a rule narrows the pool, least_loaded picks
+    h = Harness(tmp_path, clk, '[distributor]\nstrategy = "least_loaded"\n')
+    for w in ("pool-1", "pool-2", "other"):
+        h.online(w, capacity=2)
+    rule(h, "pool", {"target": "pool-*", "priority": 100})
+    h.submit({"type": "job", "id": "a"})
+    h.turn()
+    h.submit({"type": "job", "id": "b"})
+    h.turn()
+    # a went to pool-1 (a tie: lowest id), so pool-2 is the least loaded for b
+    assert h.granted("pool-1") == [("a", 1)]
+    assert h.granted("pool-2") == [("b", 1)]
+    h.submit({"type": "job", "id": "c"})
+    h.submit({"type": "job", "id": "d"})
+    h.submit({"type": "job", "id": "e"})
+    h.turn()
+    assert len(h.granted("pool-1")) + len(h.granted("pool-2")) == 2
+    assert h.granted("other") == []  # idle, but not in the rule's pool: e waits

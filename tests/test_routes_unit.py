@@ -172,3 +172,16 @@ def test_among_a_rules_targets_the_strategy_chooses(tmp_path: Path, clk: FakeClo
     h.turn()
     assert len(h.granted("pool-1")) + len(h.granted("pool-2")) == 2
     assert h.granted("other") == []  # idle, but not in the rule's pool: e waits
+
+
+def test_the_number_of_rules_is_bounded(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("clawd.routing.rules.MAX_RULES", 2)
+    rule(h, "r1", {"target": "w1"})
+    rule(h, "r2", {"target": "w1"})
+    rule(h, "r3", {"target": "w1"})
+    rule(h, "r2", {"target": "w2"})  # replacing one in force is not a new one
+    h.turn()
+    [err] = h.errors()
+    assert err["error"] == "routing rule 'r3': 2 rules are in force already (delete some first)"
+    assert sorted(h.d.routes.rules) == ["r1", "r2"]
+    assert h.d.routes.rules["r2"].targets == ("w2",)

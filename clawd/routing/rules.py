@@ -45,6 +45,8 @@ TARGET = re.compile(r"[A-Za-z0-9._:*?\[\]!-]{1,128}\Z")
 MAX_RULE = 16 * 1024
 #: most targets in one rule
 MAX_TARGETS = 64
+#: most rules in force at once (each is tried for every task scanned at dispatch)
+MAX_RULES = 1000
 
 Names = Annotated[list[str], msgspec.Meta(max_length=256)]
 
@@ -189,6 +191,11 @@ class RuleTable:
         except Unreadable as exc:
             kept = "; the rule in force under that id stays" if old is not None else ""
             raise Unreadable(f"{exc.error}{kept}") from None
+        if old is None and len(self.rules) >= MAX_RULES:
+            raise Unreadable(
+                f"routing rule {rule_id!r}: {MAX_RULES} rules are in force already "
+                "(delete some first)"
+            )
         self.journal.save_route(rule_id, payload, rule.added_at)
         self._put(rule)
         log.info("routing rule %s %s", rule_id, "replaced" if old else "added")

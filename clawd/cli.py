@@ -19,6 +19,7 @@ from clawd.cli_common import EX_CONFIG, EX_UNAVAILABLE, config_of, fail
 from clawd.cli_dlq import dlq_group
 from clawd.cli_events import VERBS as EVENT_VERBS
 from clawd.cli_options import accept_config_anywhere
+from clawd.cli_route import route_group
 from clawd.cli_task import task_command
 from clawd.envelope import Rejected, decode, encode
 from clawd.errors import BrokerError, ConfigError, JournalError, PluginError
@@ -506,6 +507,7 @@ def systemd_reload(pid: int, state_dir: str, timeout: float) -> None:
 
 
 cli.add_command(dlq_group)
+cli.add_command(route_group)
 cli.add_command(task_command)
 for _verb in EVENT_VERBS:
     cli.add_command(_verb)

@@ -32,7 +32,16 @@ from clawd import clock
 from clawd.envelope import Task, decode, encode
 from clawd.errors import JournalError
 
-SCHEMA = """
+#: routing rules in force (``clawd.routing``): the retained document and when it arrived
+ROUTES = """
+CREATE TABLE IF NOT EXISTS routes (
+    id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    added_at REAL NOT NULL
+)"""
+
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -58,6 +67,9 @@ CREATE TABLE IF NOT EXISTS dead (
     dead_at REAL NOT NULL
 );
 """
+    + ROUTES
+    + ";\n"
+)
 
 log = logging.getLogger("clawd.journal")
 
@@ -81,10 +93,11 @@ PRUNE_INDEX = (
 LOOKUP_CHUNK = 500
 
 #: the schema version this code writes (``PRAGMA user_version``)
-VERSION = 2
+VERSION = 3
 #: what brings a journal of version N-1 to N (version 0: created before versions existed)
 MIGRATIONS = {
     2: "ALTER TABLE tasks ADD COLUMN published INTEGER NOT NULL DEFAULT 1",
+    3: ROUTES,
 }
 
 
@@ -312,6 +325,34 @@ class Journal:
                 decode(history) if history else [],
             )
             for seq, body, attempts, reply, history in rows
+        ]
+
+    def finished(self, ids: list[str]) -> set[str]:
+        """Those of ``ids`` whose task has a terminal result."""
+        out: set[str] = set()
+        for i in range(0, len(ids), LOOKUP_CHUNK):
+            chunk = ids[i : i + LOOKUP_CHUNK]
+            rows = self.db.execute(
+                f"SELECT id FROM tasks WHERE id IN ({','.join('?' * len(chunk))})"
+                " AND finished_at IS NOT NULL",
+                chunk,
+            )
+            out.update(r[0] for r in rows)
+        return out
+
+    # -- routing rules (written at once: they are rare, and acknowledged after) ----------
+
+    def save_route(self, rule_id: str, body: bytes, added_at: float) -> None:
+        self.db.execute("INSERT OR REPLACE INTO routes VALUES (?,?,?)", (rule_id, body, added_at))
+
+    def delete_route(self, rule_id: str) -> None:
+        self.db.execute("DELETE FROM routes WHERE id=?", (rule_id,))
+
+    def routes(self) -> list[tuple[str, bytes, float]]:
+        """Every journaled rule: (id, retained document, wall time it arrived)."""
+        return [
+            (r[0], bytes(r[1]), float(r[2]))
+            for r in self.db.execute("SELECT id, body, added_at FROM routes ORDER BY id")
         ]
 
     def lanes_with_open(self) -> list[str]:

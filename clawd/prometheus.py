@@ -77,6 +77,22 @@ class Exporter:
         self.utilisation = pc.Gauge(
             "clawd_worker_utilisation", "In-flight over capacity", ["worker"], registry=r
         )
+        self.distributed = pc.Counter(
+            "clawd_tasks_distributed", "Tasks dispatched to a worker the first time", registry=r
+        )
+        self.distribution_seconds = pc.Histogram(
+            "clawd_distribution_seconds",
+            "Time from submission to first dispatch",
+            registry=r,
+            buckets=BUCKETS,
+        )
+        self.route_hits = pc.Gauge(
+            "clawd_route_hits",
+            "Tasks dispatched under each routing rule in force",
+            ["rule"],
+            registry=r,
+        )
+        self._rules: set[str] = set()
         self.broker_connected = pc.Gauge(
             "clawd_broker_connected", "1 while every broker connection is up", registry=r
         )
@@ -95,6 +111,10 @@ class Exporter:
     def observe_wait(self, lane: str, seconds: float) -> None:
         self.wait_seconds.labels(lane).observe(seconds)
 
+    def observe_distribution(self, seconds: float) -> None:
+        self.distributed.inc()
+        self.distribution_seconds.observe(seconds)
+
     def update(self, snapshot: dict[str, Any]) -> None:
         for lane, ln in snapshot["lanes"].items():
             self.depth.labels(lane).set(ln["depth"])
@@ -102,6 +122,13 @@ class Exporter:
         self.in_flight.set(snapshot["in_flight"])
         for wid, w in snapshot["workers"].items():
             self.utilisation.labels(wid).set(w["utilisation"])
+        rules = {r["id"]: r["hits"] for r in snapshot.get("routes", ())}
+        for gone in self._rules - rules.keys():
+            with contextlib.suppress(KeyError):
+                self.route_hits.remove(gone)
+        for rule_id, n in rules.items():
+            self.route_hits.labels(rule_id).set(n)
+        self._rules = set(rules)
 
     def forget_worker(self, worker_id: str) -> None:
         """Drop the series of a worker the distributor forgot."""

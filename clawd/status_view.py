@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Group
@@ -59,6 +60,8 @@ def render(snap: dict[str, Any]) -> Group:
                     str(b.get("rejected", "")),
                 )
             parts.append(table)
+        if m.get("routes"):
+            parts.append(routes_table(m["routes"]))
         rates = m.get("rates", {})
         totals = Table("counter", "total", "per s", title="tasks")
         for k, v in sorted(m.get("counters", {}).items()):
@@ -180,3 +183,32 @@ def plugin_table(rows: list[dict[str, Any]], width: int = 80) -> Table:
 
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def routes_table(rules: list[dict[str, Any]]) -> Table:
+    """The routing rules in force, highest priority first, with their hits."""
+    table = Table(
+        "rule",
+        "priority",
+        "match",
+        "target",
+        "lanes/types",
+        "scope",
+        "expires",
+        "hits",
+        title="routes",
+    )
+    for r in rules:
+        target = r.get("target", "")
+        exp = r.get("expires_at")
+        table.add_row(
+            r["id"],
+            str(r.get("priority", 0)),
+            r.get("match") or "(any)",
+            target if isinstance(target, str) else ", ".join(target),
+            ", ".join([*r.get("lanes", []), *r.get("types", [])]),
+            r.get("scope") or "",
+            time.strftime("%H:%M:%S", time.localtime(exp)) if exp else "",
+            str(r.get("hits", 0)),
+        )
+    return table

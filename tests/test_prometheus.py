@@ -32,6 +32,9 @@ def test_prometheus_endpoint_has_histograms_and_gauges(make_config, start_clawd,
     assert re.search(r'clawd_events_total\{event="dead"\} 1\.0', text)
     assert re.search(r'clawd_lane_depth\{lane="high"\} 0\.0', text)
     assert 'clawd_dispatch_wait_seconds_bucket{lane="normal",le="0.001"}' in text
+    # the distribution metrics: tasks distributed, and submission-to-dispatch times
+    assert re.search(r"^clawd_tasks_distributed_total 3\.0$", text, re.M)
+    assert re.search(r"^clawd_distribution_seconds_count 3\.0$", text, re.M)
 
 
 def test_a_forgotten_worker_leaves_no_series() -> None:
@@ -46,5 +49,25 @@ def test_a_forgotten_worker_leaves_no_series() -> None:
         e.forget_worker("gone")
         e.forget_worker("never-seen")
         assert b'worker="gone"' not in generate_latest(e.registry)
+    finally:
+        e.close()
+
+
+def test_route_hits_follow_the_rules_in_force() -> None:
+    from prometheus_client import generate_latest
+
+    from clawd.prometheus import Exporter
+
+    e = Exporter(free_port())
+    base = {"lanes": {}, "in_flight": 0, "workers": {}}
+    try:
+        e.update({**base, "routes": [{"id": "rr-0", "hits": 4}, {"id": "rr-1", "hits": 2}]})
+        text = generate_latest(e.registry).decode()
+        assert 'clawd_route_hits{rule="rr-0"} 4.0' in text
+        assert 'clawd_route_hits{rule="rr-1"} 2.0' in text
+        e.update({**base, "routes": [{"id": "rr-1", "hits": 3}]})
+        text = generate_latest(e.registry).decode()
+        assert 'rule="rr-0"' not in text
+        assert 'clawd_route_hits{rule="rr-1"} 3.0' in text
     finally:
         e.close()

@@ -27,6 +27,7 @@ from clawd.distributor.tasks import TaskTable
 from clawd.envelope import encode
 from clawd.journal import Journal
 from clawd.message import Message
+from clawd.routing.rules import RuleTable
 from clawd.topics import Topics
 from clawd.wire import Unreadable
 
@@ -73,6 +74,7 @@ class Distributor:
         self.liveness = Liveness(self.fleet, self.life)
         self.transport: Any = None
         self.admission = Admission(self.tasks, self.outbox, self.metrics)
+        self.routes = RuleTable(journal, self._clear_route)
         self._next_tick = 0.0
         self.draining = False
         self.pending_reload: tuple[Any, Any] | None = None
@@ -100,6 +102,7 @@ class Distributor:
             (t.tasks_filter, 1),
             (t.control, 1),
             (f"{t.prefix}/progress/+", 0),
+            (f"{t.prefix}/routes/+", 1),
         ]
 
     def attach(self, transport: Any) -> None:
@@ -114,6 +117,8 @@ class Distributor:
         n = self.tasks.recover()
         if n:
             log.info("resumed %d open task(s) from the journal", n)
+        if self.routes.load():
+            log.info("resumed %d routing rule(s) from the journal", len(self.routes.rules))
         self.outbox.resend()
         return n
 
@@ -150,13 +155,16 @@ class Distributor:
             self._tick(now)
             self._next_tick = now + 0.5
         if not self.draining:
-            dispatch.run(self.tasks, self.fleet, self.breakers, self.strategy, self.life)
+            dispatch.run(
+                self.tasks, self.fleet, self.breakers, self.strategy, self.life, self.routes
+            )
         self.outbox.settle()
         self.outbox.flush(self.transport)
         return handled
 
     def _tick(self, now: float) -> None:
         self.tasks.promote_due(now)
+        self.routes.tick()
         if self._link_up(now):
             self.liveness.tick(now)
             if self.liveness.forget_departed(now, self.outbox, self.metrics):
@@ -203,6 +211,8 @@ class Distributor:
             elif kind == "workers" and len(levels) == 2:
                 if msg.payload:  # empty: a cleared retained status
                     self._worker_status(levels[1], msg)
+            elif kind == "routes" and len(levels) == 2:
+                self.routes.receive(levels[1], msg.payload)
             elif kind == "progress" and len(levels) == 2:
                 wire.progress(msg.payload)
                 self.liveness.progress(levels[1])
@@ -237,6 +247,10 @@ class Distributor:
         doc = {"key": key, "state": new, "previous": old, "at": clock.wall()}
         self.outbox.publish(f"{self.topics.prefix}/breakers/{key}", encode(doc), retain=True)
         self.plugins.notify("clawd_on_breaker_change", key=key, old=old, new=new)
+
+    def _clear_route(self, rule_id: str) -> None:
+        """A rule the distributor ended (TTL, scope) leaves the broker's retained state."""
+        self.outbox.publish(f"{self.topics.prefix}/routes/{rule_id}", b"", retain=True, qos=1)
 
     def refresh_types(self) -> None:
         """What local plugins serve, and what any worker ever announced (offline and

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clawd import clock
 from clawd.distributor.breakers import Breakers
@@ -21,6 +21,9 @@ from clawd.distributor.lifecycle import Lifecycle
 from clawd.distributor.tasks import WINDOW, TaskTable
 from clawd.envelope import Task, encode
 from clawd.strategy import TaskView
+
+if TYPE_CHECKING:
+    from clawd.routing.rules import Rule, RuleTable
 
 log = logging.getLogger("clawd.distributor")
 
@@ -38,8 +41,10 @@ def run(
     breakers: Breakers,
     strategy: Any,
     life: Lifecycle,
+    routes: RuleTable | None = None,
 ) -> None:
-    """One pass: grant queued tasks to free workers; stage one dispatch message each."""
+    """One pass: grant queued tasks to free workers; stage one dispatch message each.
+    With ``routes``, the routing rule that applies to a task narrows its candidates."""
     if not fleet.free_slots():
         return
     config = life.config
@@ -55,6 +60,7 @@ def run(
             break
         lane = order[0]
         picked: tuple[int, list[WorkerState] | None, str] | None = None
+        rule: Rule | None = None
         for i, e in enumerate(lane.queue):
             if i >= SCAN:
                 break
@@ -73,6 +79,8 @@ def run(
                 for w in fleet.candidates(t.type, t.lane, t.requires)
                 if breakers.allows(w.id, t.type)
             ]
+            if routes is not None and routes.order:
+                cands, rule = routes.narrow(t, cands, fleet, breakers)
             if e.lost:
                 # a suspect of killing its worker runs alone, so that if it does it
                 # again no innocent task beside it is blamed (and dead-lettered)
@@ -93,8 +101,12 @@ def run(
         tasks.start(e, lease, wall)
         fleet.grant(w, e)
         breakers.dispatched(w.id, e.task.type)
+        if rule is not None and routes is not None:
+            routes.hit(rule)
         batches[w.id].append(e.task)
         life.metrics.dispatched(e.task.lane, now - e.enqueued_at)
+        if e.attempt == 1:
+            life.metrics.distributed(wall - e.task.submitted_at)
         if lane.spilled and len(lane.queue) < WINDOW // 2:
             tasks.page_in(lane)
         if not fleet.free_slots():

@@ -19,6 +19,11 @@ class Metrics:
         self.started = clock.wall()
         self.dispatch_wait_total = 0.0
         self.dispatch_count = 0
+        #: seconds from submission to first dispatch, summed, and how many tasks
+        self.distribution_total = 0.0
+        self.distribution_count = 0
+        #: the routing rules' version last published (a change publishes at once)
+        self._routes_version = 0
         self._last_publish = 0.0
         self._last_counters: Counter[str] = Counter()
         self.rates: dict[str, float] = {}
@@ -35,6 +40,13 @@ class Metrics:
         self.dispatch_wait_total += waited
         if self.exporter is not None:
             self.exporter.observe_wait(lane, waited)
+
+    def distributed(self, seconds: float) -> None:
+        """A task's first dispatch, ``seconds`` after it was submitted."""
+        self.distribution_total += max(0.0, seconds)
+        self.distribution_count += 1
+        if self.exporter is not None:
+            self.exporter.observe_distribution(max(0.0, seconds))
 
     def observe_task(self, lane: str, type_: str, seconds: float) -> None:
         if self.exporter is not None:
@@ -69,6 +81,16 @@ class Metrics:
             }
             for w in d.fleet.workers.values()
         }
+        routes = d.routes.snapshot()
+        distribution = {
+            "tasks_distributed": self.dispatch_count,
+            "average_distribution_time": round(self.distribution_total / self.distribution_count, 6)
+            if self.distribution_count
+            else 0.0,
+            "worker_utilization": {k: w["utilisation"] for k, w in workers.items()},
+            "queue_depth": {k: ln["depth"] for k, ln in lanes.items()},
+            "rule_hits": {r["id"]: r["hits"] for r in routes},
+        }
         return {
             "at": clock.wall(),
             "uptime": round(clock.wall() - self.started, 1),
@@ -83,12 +105,16 @@ class Metrics:
             "avg_distribution_ms": round(1000 * self.dispatch_wait_total / self.dispatch_count, 3)
             if self.dispatch_count
             else 0.0,
+            "distribution": distribution,
+            "routes": routes,
         }
 
     def maybe_publish(self, d: Any, now: float) -> dict[str, Any] | None:
         """Every INTERVAL: publish the retained snapshot; returns it when it did."""
-        if now - self._last_publish < INTERVAL:
+        changed = d.routes.version != self._routes_version
+        if now - self._last_publish < INTERVAL and not changed:
             return None
+        self._routes_version = d.routes.version
         elapsed = now - self._last_publish if self._last_publish else INTERVAL
         self.rates = {
             k: round((v - self._last_counters.get(k, 0)) / elapsed, 2)

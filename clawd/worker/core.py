@@ -36,7 +36,9 @@ _grants = msgspec.json.Decoder(dict[str, list[Task]]).decode
 class Worker:
     """One worker. Construct, give it a transport (``attach``), call ``run_once``."""
 
-    def __init__(self, config: Any, plugins: Any) -> None:
+    def __init__(self, config: Any, plugins: Any, *, pool: Any = None) -> None:
+        """``pool`` runs the handlers (default: a thread/process :class:`Pool`; a
+        simulation passes one that runs them in simulated time)."""
         self.config = config
         self.plugins = plugins
         self.id: str = config.worker.id
@@ -52,7 +54,7 @@ class Worker:
         self.session = uuid.uuid4().hex[:12]
         #: grants (Message) from poll(), finished tasks (tuples) from the pool's threads
         self.inbox: deque[Any] = deque()
-        self.pool = Pool(high)
+        self.pool = Pool(high) if pool is None else pool
         #: task id -> (attempt, ctx, deadline or None)
         self.running: dict[str, tuple[int, TaskContext, float | None]] = {}
         self.transport: Any = None

@@ -1,0 +1,149 @@
+"""What must hold after every run, whatever the seed threw at the system.
+
+- every acknowledged submission ends in a terminal result, and in only one: the same
+  result published again is fine, two different outcomes for one id are not;
+- a result comes from the attempt that was current: it names an attempt and a worker
+  that really ran it and ended that way, and no later attempt was ever dispatched;
+- fencing tokens are never reused: two dispatches of one task never share an attempt;
+- a task runs more than once only for a failed attempt or a fault it was in flight at;
+- once settled, nothing is left open in memory, in the journal or in the outbox, and the
+  journal's outcome is the published one;
+- no ghosts: no retained "online" status, and no worker the distributor believes online,
+  for a worker process that is gone.
+
+Checks made during the run (a task both queued and running, the journal and memory
+disagreeing after a recovery) are in :mod:`clawd.sim.internals`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from clawd.sim import internals
+
+if TYPE_CHECKING:
+    from clawd.sim.run import Simulation
+
+#: plan kinds whose executions may end without an outcome (timed out, took the worker down)
+UNFINISHED_OK = ("hang", "poison")
+
+
+def check(sim: Simulation) -> list[str]:
+    return [*_results(sim), *_executions(sim), *_ghosts(sim), *_settled(sim)]
+
+
+def _results(sim: Simulation) -> list[str]:
+    led = sim.ledger
+    problems = []
+    missing = sorted(i for i in led.acked if i not in led.outcomes)
+    if missing:
+        problems.append(
+            f"{len(missing)} acknowledged task(s) never got a result: {', '.join(missing[:5])}"
+        )
+    for task_id, docs in sorted(led.results.items()):
+        if len(docs) > 1:
+            shown = "; ".join(
+                f"{d.get('status')} attempt {d.get('attempts')} on {d.get('worker')}" for d in docs
+            )
+            problems.append(f"task {task_id} has {len(docs)} different results: {shown}")
+        doc = docs[0]
+        status, attempts, worker = doc.get("status"), doc.get("attempts"), doc.get("worker")
+        if status == "rejected":
+            continue
+        seen = led.dispatches.get(task_id, [])
+        latest = max((a for a, _ in seen), default=0)
+        if attempts < latest:
+            problems.append(
+                f"task {task_id}: result of attempt {attempts} but attempt {latest} was "
+                "dispatched (a superseded attempt's result, or a dispatch after the result)"
+            )
+        if worker is None:
+            continue  # dead-lettered without running (poison, circuit open, expired)
+        ran = [x for x in led.executions[task_id] if x.attempt == attempts and x.worker == worker]
+        ended = "ok" if status == "ok" else "error"
+        if not any(x.status == ended for x in ran):
+            problems.append(
+                f"task {task_id}: result {status} of attempt {attempts} on {worker}, which "
+                f"never ended that way there (ran: {_runs(sim, task_id)})"
+            )
+        if status == "ok" and (doc.get("result") or {}).get("attempt") != attempts:
+            problems.append(
+                f"task {task_id}: the result of attempt {doc['result'].get('attempt')} "
+                f"is published as attempt {attempts}"
+            )
+    for task_id, seen in sorted(led.dispatches.items()):
+        attempts_seen = [a for a, _ in seen]
+        if len(set(attempts_seen)) != len(attempts_seen):
+            problems.append(
+                f"task {task_id}: two dispatches share an attempt (fencing token reused): "
+                + ", ".join(f"attempt {a} to {w}" for a, w in seen)
+            )
+    return problems
+
+
+def _runs(sim: Simulation, task_id: str) -> str:
+    return ", ".join(
+        f"{x.attempt}@{x.worker}:{x.status or 'unfinished'}"
+        for x in sim.ledger.executions[task_id]
+    )
+
+
+def _executions(sim: Simulation) -> list[str]:
+    led = sim.ledger
+    kinds = {s.id: s.plan["kind"] for s in sim.workload}
+    problems = []
+    for task_id, runs in sorted(led.executions.items()):
+        allowed = 1 + led.exposure[task_id]
+        allowed += sum(1 for x in runs if x.status == "error")
+        if kinds.get(task_id) in UNFINISHED_OK:
+            allowed += sum(1 for x in runs if not x.status)
+        if len(runs) > allowed:
+            problems.append(
+                f"task {task_id} ran {len(runs)} times, more than its failures and the "
+                f"{led.exposure[task_id]} fault(s) it was in flight at allow "
+                f"({_runs(sim, task_id)})"
+            )
+    return problems
+
+
+def _ghosts(sim: Simulation) -> list[str]:
+    prefix = sim.ledger.topics.worker("")
+    alive = {n.worker_id: n.w.session for n in sim.workers if n.alive and n.w is not None}
+    problems = []
+    for topic, pkt in sorted(sim.broker.retained.items()):
+        if not topic.startswith(prefix):
+            continue
+        doc = msgspec.json.decode(pkt.payload)
+        worker_id = topic[len(prefix) :]
+        if doc.get("state") == "online" and alive.get(worker_id) != doc.get("session"):
+            problems.append(f"retained status says {worker_id} is online, but it is gone")
+    d = sim.distributor.d
+    if d is not None and sim.distributor.alive:
+        for worker_id in sorted(internals.online(d) - set(alive)):
+            problems.append(f"the distributor believes {worker_id} online, but it is gone")
+    return problems
+
+
+def _settled(sim: Simulation) -> list[str]:
+    d = sim.distributor.d
+    led = sim.ledger
+    if d is None or not sim.distributor.alive:
+        return ["the distributor is not running at the end of the run"]
+    if any(i not in led.outcomes for i in led.acked):
+        return []  # already reported as missing results
+    problems = internals.settled(d)
+    stored = internals.journal_results(d)
+    for task_id, docs in sorted(led.results.items()):
+        status = docs[0].get("status")
+        if status == "rejected":
+            continue
+        state, result = stored.get(task_id, (None, None))
+        if state != status:
+            problems.append(f"task {task_id}: published {status}, journal says {state}")
+        elif result is not None and msgspec.json.decode(result).get("attempts") != docs[0].get(
+            "attempts"
+        ):
+            problems.append(f"task {task_id}: the journal's result is not the published one")
+    return problems

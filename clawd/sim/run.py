@@ -1,0 +1,331 @@
+"""One simulated run: a seed in, a report out.
+
+The seed drives one ``random.Random`` for every decision of the simulator (workload,
+latencies, faults) and also seeds the global ``random`` (the distributor's backoff
+jitter); time is the simulated clock, installed with :func:`clawd.clock.use`. The run
+submits the workload while faults hit, lets the faults end, runs until every acknowledged
+submission has its result (or a generous limit passes), settles, and checks the invariants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from clawd import clock as clawd_clock
+from clawd.config import Config
+from clawd.plugins import Plugins
+from clawd.sim import internals, invariants
+from clawd.sim.broker import Packet, SimBroker
+from clawd.sim.clock import SimClock
+from clawd.sim.faults import SCHEDULED, Faults, Profile
+from clawd.sim.ledger import Ledger
+from clawd.sim.nodes import DistributorNode, ProducerNode, WorkerNode
+from clawd.sim.transport import SimDelivery, SimTransport
+from clawd.sim.workload import SimHandlers, Submission, draw
+from clawd.strategies import builtin
+from clawd.topics import Topics
+
+#: simulated seconds each submission is spread over, per task
+SUBMIT_EVERY = 0.05
+#: simulated seconds, after the faults end, within which every result must be out
+DEADLINE = 300.0
+STRATEGIES = ("round_robin", "least_loaded", "hash", "fastest")
+
+
+@dataclass
+class Report:
+    seed: int
+    tasks: int
+    workers: int
+    calm: bool = False
+    plant: str | None = None
+    acked: int = 0
+    results: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    executions: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    sim_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    steps: int = 0
+    violations: list[str] = field(default_factory=list)
+    digest: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def command(self) -> str:
+        """The one command that replays this run."""
+        cmd = f"python -m clawd.sim --seed {self.seed} --tasks {self.tasks}"
+        if self.workers != 3:
+            cmd += f" --workers {self.workers}"
+        if self.calm:
+            cmd += " --calm"
+        if self.plant:
+            cmd += f" --plant {self.plant}"
+        return cmd
+
+
+def sim_config(rng: random.Random, state_dir: str) -> Config:
+    """Short timers, so a run covers many leases, retries and breaker cycles."""
+    return msgspec.convert(
+        {
+            "daemon": {"state_dir": state_dir},
+            "worker": {"id": "w0", "concurrency": rng.choice((1, 2, 4))},
+            "distributor": {
+                "strategy": rng.choice(STRATEGIES),
+                "liveness_timeout": 3.0,
+                "poison_after": 3,
+            },
+            "retry": {"max_attempts": 4, "backoff_base": 0.1, "backoff_cap": 2.0},
+            "breakers": {
+                "window": 10,
+                "minimum_calls": 5,
+                "open_seconds": 2.0,
+                "half_open_calls": 2,
+                "eject_after": 4,
+                "eject_seconds": 3.0,
+                "hold_seconds": 20.0,
+            },
+        },
+        Config,
+    )
+
+
+class Simulation:
+    def __init__(
+        self,
+        seed: int,
+        tasks: int,
+        state_dir: Path,
+        *,
+        workers: int = 3,
+        calm: bool = False,
+        check_steps: bool = True,
+    ) -> None:
+        self.seed = seed
+        self.rng = rng = random.Random(seed)
+        random.seed(seed)
+        self.clock = SimClock()
+        self.profile = Profile.draw(rng, calm=calm)
+        self.faults = Faults(rng, self.profile)
+        self.config = sim_config(rng, str(state_dir))
+        self.keepalive = 2.0
+        self.check_steps = check_steps
+        self.ledger = Ledger(Topics(self.config.broker.prefix))
+        self.broker = SimBroker(self.clock, self.faults, keepalive=self.keepalive, tap=self._tap)
+        self.faults.on_dup = self._dup
+        self.faults.on_late = self._late
+        plugins = self.plugins = Plugins(self.config)
+        plugins.register_object(SimHandlers(), "sim")
+        plugins.register_object(builtin, "strategies")
+        plugins.collect()
+        self.distributor = DistributorNode(self, state_dir / "journal.db")
+        self.workers = [WorkerNode(self, f"w{i + 1}") for i in range(workers)]
+        self.window = max(5.0, tasks * SUBMIT_EVERY)
+        self.workload = draw(rng, tasks, self.window, poison=rng.choice((0, 0, 1, 2)))
+        self.producer = self._producer()
+        self._pending: list[tuple[str, SimDelivery]] = []
+        self._digest = hashlib.blake2b(digest_size=8)
+
+    # -- observation ---------------------------------------------------------------------
+
+    def _tap(self, pkt: Packet, publisher: str) -> None:
+        # worker statuses carry the host and pid: the topic is enough of them
+        self._digest.update(pkt.topic.encode())
+        if "/workers/" not in pkt.topic:
+            self._digest.update(pkt.payload)
+        self.ledger.tap(pkt, publisher)
+
+    def _dup(self, pkt: Packet) -> None:
+        self.ledger.expose(self.ledger.dispatch_ids(pkt))
+
+    def _late(self, client_id: str) -> None:
+        if client_id.startswith("clawd-worker-"):
+            self.ledger.expose(self.ledger.in_flight(client_id.removeprefix("clawd-worker-")))
+        elif client_id.startswith("clawd-distributor-"):
+            self.ledger.expose(self.ledger.in_flight())
+
+    def fault(self, kind: str, target: str | None = None) -> None:
+        """Count a fault and expose the tasks in flight where it hits."""
+        self.faults.count(kind)
+        self.ledger.expose(self.ledger.in_flight(target))
+
+    # -- the producer --------------------------------------------------------------------
+
+    def _producer(self) -> SimTransport:
+        t = ProducerNode(self, self._settle_acks).transport
+        assert t is not None
+        return t
+
+    def _submit(self, sub: Submission) -> None:
+        topic = self.ledger.topics.tasks(sub.lane)
+        delivery = self.producer.publish_tracked(topic, msgspec.json.encode(sub.envelope))
+        self._pending.append((sub.id, delivery))
+
+    def _settle_acks(self) -> None:
+        still = []
+        for task_id, delivery in self._pending:
+            if delivery.acknowledged:
+                self.ledger.acked.add(task_id)
+            else:
+                still.append((task_id, delivery))
+        self._pending = still
+
+    # -- faults --------------------------------------------------------------------------
+
+    def _schedule_faults(self, end: float) -> None:
+        for kind in SCHEDULED:
+            for _ in range(self.profile.counts[kind]):
+                self.clock.at(self.clock.now + self.rng.uniform(1.0, end), self._injector(kind))
+
+    def _injector(self, kind: str) -> Any:
+        return lambda: self._inject(kind)
+
+    def _inject(self, kind: str) -> None:
+        rng = self.rng
+        up = [n for n in self.workers if n.alive]
+        if kind == "distributor_crash":
+            if self.distributor.alive:
+                self.fault(kind)
+                self.distributor.crash()
+                self.clock.after(rng.uniform(0.1, 3.0), self.distributor.start)
+        elif kind == "broker_restart":
+            if self.broker.up:
+                self.fault(kind)
+                self.broker.restart(rng.uniform(0.3, 4.0))
+        elif kind == "resubmit":
+            done = [s for s in self.workload if s.id in self.ledger.acked]
+            if done:
+                self.faults.count(kind)
+                self._submit(rng.choice(done))
+        elif kind == "client_drop":
+            nodes = [n for n in (self.distributor, *self.workers) if n.alive]
+            node = rng.choice(nodes) if nodes else None
+            conn = node.transport.conn if node is not None and node.transport else None
+            if node is not None and conn is not None:
+                self.fault(kind, None if node is self.distributor else node.name)
+                self.broker.drop(conn)
+        elif up:
+            self._hit_worker(kind, rng.choice(up))
+
+    def _hit_worker(self, kind: str, node: WorkerNode) -> None:
+        rng = self.rng
+        self.fault(kind, node.worker_id)
+        if kind == "worker_crash":
+            node.crash(reset=True)
+            self.clock.after(rng.uniform(0.1, 3.0), node.start)
+        elif kind == "worker_takeover":
+            # a frozen host: the broker still holds the old connection when it comes back
+            node.crash(reset=False)
+            self.clock.after(rng.uniform(0.05, 1.0), node.start)
+        elif kind == "worker_stall":
+            node.stalled_until = self.clock.now + rng.uniform(0.5, 8.0)
+        elif kind == "worker_partition":
+            assert node.transport is not None
+            node.transport.partitioned_until = self.clock.now + rng.uniform(0.5, 8.0)
+        elif kind == "worker_drain":
+            node.begin_drain()
+            self.clock.after(rng.uniform(0.0, 2.0), node.finish_drain)
+            self.clock.after(rng.uniform(2.5, 5.0), node.start)
+
+    # -- the run -------------------------------------------------------------------------
+
+    def run(self) -> Report:
+        clk = self.clock
+        self.distributor.start()
+        for node in self.workers:
+            node.start()
+        start = clk.now + 1.0  # let everyone connect and subscribe
+        for sub in self.workload:
+            clk.at(start + sub.at, self._submitter(sub))
+        fault_end = start + self.window + 5.0
+        self._schedule_faults(fault_end - clk.now)
+        clk.run_until(fault_end + 10.0)
+        limit = clk.now + DEADLINE
+        while clk.now < limit and not self._all_done():
+            clk.run_until(clk.now + 1.0)
+        # let leases, retained statuses and the outbox settle
+        clk.run_until(clk.now + 3 * self.config.distributor.liveness_timeout)
+        return self._report()
+
+    def _submitter(self, sub: Submission) -> Any:
+        return lambda: self._submit(sub)
+
+    def _all_done(self) -> bool:
+        self._settle_acks()
+        return not self._pending and all(i in self.ledger.outcomes for i in self.ledger.acked)
+
+    def _report(self) -> Report:
+        led = self.ledger
+        violations = list(dict.fromkeys(led.violations))
+        violations += invariants.check(self)
+        report = Report(seed=self.seed, tasks=len(self.workload), workers=len(self.workers))
+        report.acked = len(led.acked)
+        report.results = led.results_published
+        report.outcomes = Counter(docs[0]["status"] for docs in led.results.values())
+        report.executions = sum(len(x) for x in led.executions.values())
+        report.faults = Counter({k: v for k, v in self.faults.injected.items() if v})
+        report.sim_seconds = round(self.clock.elapsed, 1)
+        report.steps = self.clock.steps
+        report.violations = violations
+        report.digest = self._digest.hexdigest()
+        return report
+
+
+def simulate(
+    seed: int,
+    tasks: int = 200,
+    *,
+    workers: int = 3,
+    calm: bool = False,
+    plant: str | None = None,
+    check_steps: bool = True,
+) -> Report:
+    """Run one seed and check every invariant; the report says what happened."""
+    began = time.perf_counter()
+    log = logging.getLogger("clawd")
+    level = log.level
+    errors = _ErrorLog()
+    log.setLevel(logging.ERROR)
+    log.addHandler(errors)
+    try:
+        with tempfile.TemporaryDirectory(prefix="clawd-sim-") as tmp:
+            sim = Simulation(
+                seed, tasks, Path(tmp), workers=workers, calm=calm, check_steps=check_steps
+            )
+            clawd_clock.use(sim.clock.monotonic, sim.clock.wall)
+            with internals.plant(plant):
+                report = sim.run()
+            if sim.distributor.d is not None:
+                sim.distributor.d.journal.db.close()
+    finally:
+        clawd_clock.reset()
+        log.removeHandler(errors)
+        log.setLevel(level)
+    report.violations += errors.problems
+    report.calm, report.plant = calm, plant
+    report.wall_seconds = round(time.perf_counter() - began, 3)
+    return report
+
+
+class _ErrorLog(logging.Handler):
+    """An exception logged by a loop is a bug the run must report."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.problems: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.problems.append(f"{record.name} logged an exception: {record.getMessage()}")

@@ -244,7 +244,7 @@ class Distributor:
         for task, reply, _ in subs:
             if task.id in entries:
                 continue  # already open: it will produce its one result
-            done = known.pop(task.id, None)
+            done = known.get(task.id)  # not pop: a copy of the same id may follow
             if done is not None:
                 state, result = done
                 if result is not None:  # idempotent: the stored outcome stands

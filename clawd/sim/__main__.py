@@ -27,11 +27,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=3)
     p.add_argument("--calm", action="store_true", help="no faults")
     p.add_argument("--plant", choices=PLANTS, help="plant a known bug, to see it caught")
+    p.add_argument(
+        "--trace", action="append", default=[], metavar="ID", help="print the story of a task"
+    )
     args = p.parse_args(argv)
     failed = 0
     for seed in range(args.seed, args.seed + args.seeds):
         r = simulate(
-            seed, args.tasks, workers=args.workers, calm=args.calm, plant=args.plant
+            seed,
+            args.tasks,
+            workers=args.workers,
+            calm=args.calm,
+            plant=args.plant,
+            trace=tuple(args.trace),
         )
         print(describe(r))
         if not r.ok:

@@ -222,4 +222,4 @@ class SimBroker:
             pkt.correlation,
         )
         client = conn.client
-        self.net.send(conn, False, pkt.topic, lambda: client.arrive(conn, msg))
+        self.net.send(conn, False, pkt.topic, lambda: client.arrive(conn, msg), what=pkt)

@@ -93,10 +93,11 @@ class Faults:
         self.injected: Counter[str] = Counter()
         #: whether the last latency drawn was a late one
         self.late = False
-        #: told of every duplicated QoS 1 message (the packet)
+        #: told of every QoS 1 message that may arrive twice (the packet): duplicated
+        #: here, or sent again after a reconnect because its PUBACK never came
         self.on_dup: Callable[[Any], None] | None = None
-        #: told of every late message (the client id at one end)
-        self.on_late: Callable[[str], None] | None = None
+        #: told of every late message (the client id at one end, and the packet)
+        self.on_late: Callable[[str, Any], None] | None = None
 
     def count(self, kind: str, n: int = 1) -> None:
         self.injected[kind] += n

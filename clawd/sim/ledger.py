@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -42,6 +43,9 @@ class Ledger:
     exposure: Counter[str] = field(default_factory=Counter)
     #: problems found while running (consistency checks between steps)
     violations: list[str] = field(default_factory=list)
+    #: ids to print the story of, and the clock to date it with
+    trace: set[str] = field(default_factory=set)
+    now: Callable[[], float] = lambda: 0.0
 
     def tap(self, pkt: Packet, publisher: str) -> None:
         """Every publish the broker accepts."""
@@ -83,8 +87,12 @@ class Ledger:
 
     def started(self, task_id: str, attempt: int, worker: str) -> None:
         self.executions[task_id].append(Execution(attempt, worker))
+        if task_id in self.trace:
+            print(f"{self.now():9.3f} {worker} starts attempt {attempt} of {task_id}")
 
     def ended(self, task_id: str, attempt: int, worker: str, status: str) -> None:
+        if task_id in self.trace:
+            print(f"{self.now():9.3f} {worker} ends attempt {attempt} of {task_id}: {status}")
         for ex in reversed(self.executions[task_id]):
             if ex.attempt == attempt and ex.worker == worker and not ex.status:
                 ex.status = status

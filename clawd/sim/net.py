@@ -54,15 +54,17 @@ class Net:
         arrive: Callable[[], None],
         *,
         after_all: bool = False,
+        what: Any = None,
     ) -> None:
         """Carry one message (``up``: client to broker) that ``arrive()`` delivers.
 
         ``key`` is what order is kept within (a topic); ``after_all`` keeps a message
-        behind everything the connection sent before in that direction (a DISCONNECT).
+        behind everything the connection sent before in that direction (a DISCONNECT);
+        ``what`` (the packet) is told to the listener of late messages.
         """
         latency = self.faults.latency()
         if self.faults.late and self.faults.on_late is not None:
-            self.faults.on_late(conn.session.client_id)
+            self.faults.on_late(conn.session.client_id, what)
         when = max(self.clock.now, conn.client.partitioned_until) + latency
         when = max(when, conn._last.get((up, key), 0.0))
         if after_all:

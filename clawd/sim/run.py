@@ -123,6 +123,7 @@ class Simulation:
         self.keepalive = 2.0
         self.check_steps = check_steps
         self.ledger = Ledger(Topics(self.config.broker.prefix))
+        self.ledger.now = lambda: self.clock.elapsed
         self.broker = SimBroker(self.clock, self.faults, keepalive=self.keepalive, tap=self._tap)
         self.faults.on_dup = self._dup
         self.faults.on_late = self._late
@@ -137,6 +138,8 @@ class Simulation:
         self.producer = self._producer()
         self._pending: list[tuple[str, SimDelivery]] = []
         self._digest = hashlib.blake2b(digest_size=8)
+        #: task ids whose every message and execution is printed (``--trace``)
+        self.trace = self.ledger.trace
 
     # -- observation ---------------------------------------------------------------------
 
@@ -146,20 +149,46 @@ class Simulation:
         if "/workers/" not in pkt.topic:
             self._digest.update(pkt.payload)
         self.ledger.tap(pkt, publisher)
+        if self.trace:
+            self._trace(pkt, publisher)
+
+    def _trace(self, pkt: Packet, publisher: str) -> None:
+        for task_id in self.trace:
+            if task_id in pkt.topic or task_id.encode() in pkt.payload:
+                at = f"{self.clock.elapsed:9.3f}"
+                print(f"{at} {publisher} -> {pkt.topic}: {pkt.payload[:300].decode('utf-8', 'replace')}")
+                return
 
     def _dup(self, pkt: Packet) -> None:
         self.ledger.expose(self.ledger.dispatch_ids(pkt))
 
-    def _late(self, client_id: str) -> None:
+    def _late(self, client_id: str, pkt: Packet | None) -> None:
+        if pkt is not None:
+            self.ledger.expose(self.ledger.dispatch_ids(pkt))
         if client_id.startswith("clawd-worker-"):
             self.ledger.expose(self.ledger.in_flight(client_id.removeprefix("clawd-worker-")))
         elif client_id.startswith("clawd-distributor-"):
             self.ledger.expose(self.ledger.in_flight())
 
-    def fault(self, kind: str, target: str | None = None) -> None:
-        """Count a fault and expose the tasks in flight where it hits."""
+    def fault(self, kind: str, target: str | None = None, lasts: float = 0.0) -> None:
+        """Count a fault and expose the tasks in flight where it hits (``target``: one
+        worker; None: everywhere), and those that get there while it ``lasts``."""
         self.faults.count(kind)
-        self.ledger.expose(self.ledger.in_flight(target))
+        exposed = set(self.ledger.in_flight(target))
+        self.ledger.expose(sorted(exposed))
+        self._told(kind, target, exposed)
+        if lasts:
+            self.clock.after(lasts, lambda: self._fault_over(kind, target, exposed))
+
+    def _fault_over(self, kind: str, target: str | None, exposed: set[str]) -> None:
+        more = set(self.ledger.in_flight(target)) - exposed
+        self.ledger.expose(sorted(more))
+        self._told(f"{kind} over", target, more)
+
+    def _told(self, kind: str, target: str | None, exposed: set[str]) -> None:
+        if self.trace:
+            hit = sorted(self.trace & exposed)
+            print(f"{self.clock.elapsed:9.3f} FAULT {kind} on {target or 'all'} (exposes {hit})")
 
     # -- the producer --------------------------------------------------------------------
 
@@ -197,13 +226,15 @@ class Simulation:
         up = [n for n in self.workers if n.alive]
         if kind == "distributor_crash":
             if self.distributor.alive:
-                self.fault(kind)
+                down = rng.uniform(0.1, 3.0)
+                self.fault(kind, lasts=down)
                 self.distributor.crash()
-                self.clock.after(rng.uniform(0.1, 3.0), self.distributor.start)
+                self.clock.after(down, self.distributor.start)
         elif kind == "broker_restart":
             if self.broker.up:
-                self.fault(kind)
-                self.broker.restart(rng.uniform(0.3, 4.0))
+                down = rng.uniform(0.3, 4.0)
+                self.fault(kind, lasts=down)
+                self.broker.restart(down)
         elif kind == "resubmit":
             done = [s for s in self.workload if s.id in self.ledger.acked]
             if done:
@@ -221,23 +252,27 @@ class Simulation:
 
     def _hit_worker(self, kind: str, node: WorkerNode) -> None:
         rng = self.rng
-        self.fault(kind, node.worker_id)
-        if kind == "worker_crash":
-            node.crash(reset=True)
-            self.clock.after(rng.uniform(0.1, 3.0), node.start)
-        elif kind == "worker_takeover":
+        lasts = {
+            "worker_crash": rng.uniform(0.1, 3.0),
             # a frozen host: the broker still holds the old connection when it comes back
-            node.crash(reset=False)
-            self.clock.after(rng.uniform(0.05, 1.0), node.start)
+            "worker_takeover": rng.uniform(0.05, 1.0),
+            "worker_stall": rng.uniform(0.5, 8.0),
+            "worker_partition": rng.uniform(0.5, 8.0),
+            "worker_drain": rng.uniform(2.5, 5.0),
+        }[kind]
+        self.fault(kind, node.worker_id, lasts)
+        if kind in ("worker_crash", "worker_takeover"):
+            node.crash(reset=kind == "worker_crash")
+            self.clock.after(lasts, node.start)
         elif kind == "worker_stall":
-            node.stalled_until = self.clock.now + rng.uniform(0.5, 8.0)
+            node.stalled_until = self.clock.now + lasts
         elif kind == "worker_partition":
             assert node.transport is not None
-            node.transport.partitioned_until = self.clock.now + rng.uniform(0.5, 8.0)
+            node.transport.partitioned_until = self.clock.now + lasts
         elif kind == "worker_drain":
             node.begin_drain()
             self.clock.after(rng.uniform(0.0, 2.0), node.finish_drain)
-            self.clock.after(rng.uniform(2.5, 5.0), node.start)
+            self.clock.after(lasts, node.start)
 
     # -- the run -------------------------------------------------------------------------
 
@@ -291,8 +326,12 @@ def simulate(
     calm: bool = False,
     plant: str | None = None,
     check_steps: bool = True,
+    trace: tuple[str, ...] = (),
 ) -> Report:
-    """Run one seed and check every invariant; the report says what happened."""
+    """Run one seed and check every invariant; the report says what happened.
+
+    ``trace``: task ids whose messages, executions and faults are printed as they happen.
+    """
     began = time.perf_counter()
     log = logging.getLogger("clawd")
     level = log.level
@@ -304,6 +343,7 @@ def simulate(
             sim = Simulation(
                 seed, tasks, Path(tmp), workers=workers, calm=calm, check_steps=check_steps
             )
+            sim.trace.update(trace)
             clawd_clock.use(sim.clock.monotonic, sim.clock.wall)
             with internals.plant(plant):
                 report = sim.run()

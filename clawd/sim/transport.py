@@ -124,7 +124,10 @@ class SimTransport:
         subs = list(self.subscriptions)
         if subs:
             self.net.send(conn, True, "$ctl", lambda: self.broker.subscribe(conn, subs))
+        faults = self.net.faults
         for mid in sorted(self._unacked):
+            if faults.on_dup is not None:
+                faults.on_dup(self._unacked[mid][0])  # the broker may have it already
             self._send(mid)
         if self.on_state is not None:
             self.on_state(True, "connected")
@@ -263,9 +266,9 @@ class SimTransport:
             self.net.send(conn, False, "$ack", lambda: self._acked(mid))
 
         self._last_sent = self.clock.now
-        self.net.send(conn, True, pkt.topic, arrive)
+        self.net.send(conn, True, pkt.topic, arrive, what=pkt)
         if self.net.faults.duplicate(pkt):
-            self.net.send(conn, True, pkt.topic, arrive)
+            self.net.send(conn, True, pkt.topic, arrive, what=pkt)
 
     def _acked(self, mid: int) -> None:
         self._heard()

@@ -80,6 +80,8 @@ class SimBroker:
         self.net = Net(clock, faults)
         self.keepalive = keepalive
         self.tap = tap
+        #: told of every publish a client makes, when it makes it (tracing)
+        self.on_send: Tap | None = None
         self.retained: dict[str, Packet] = {}
         self.sessions: dict[str, Session] = {}
         self.up = True

@@ -91,8 +91,6 @@ class Faults:
         self.rng = rng
         self.profile = profile
         self.injected: Counter[str] = Counter()
-        #: whether the last latency drawn was a late one
-        self.late = False
         #: told of every QoS 1 message that may arrive twice (the packet): duplicated
         #: here, or sent again after a reconnect because its PUBACK never came
         self.on_dup: Callable[[Any], None] | None = None
@@ -105,8 +103,7 @@ class Faults:
     def latency(self) -> float:
         p = self.profile
         delay = self.rng.uniform(p.latency_min, p.latency_max)
-        self.late = bool(p.late_rate) and self.rng.random() < p.late_rate
-        if self.late:
+        if p.late_rate and self.rng.random() < p.late_rate:
             self.count("msg_late")
             delay += self.rng.uniform(0.0, p.late_max)
         return delay

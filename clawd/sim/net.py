@@ -19,6 +19,10 @@ from clawd.sim.faults import Faults
 if TYPE_CHECKING:
     from clawd.sim.broker import Session
 
+#: a message longer than this on the wire (its own delay, or one it waits behind) is late
+LATE = 0.25
+
+
 class Connection:
     """One client's network connection to the broker."""
 
@@ -62,13 +66,14 @@ class Net:
         behind everything the connection sent before in that direction (a DISCONNECT);
         ``what`` (the packet) is told to the listener of late messages.
         """
-        latency = self.faults.latency()
-        if self.faults.late and self.faults.on_late is not None:
-            self.faults.on_late(conn.session.client_id, what)
-        when = max(self.clock.now, conn.client.partitioned_until) + latency
+        now = self.clock.now
+        when = max(now, conn.client.partitioned_until) + self.faults.latency()
+        # never before an earlier message on the same topic: it may inherit its delay
         when = max(when, conn._last.get((up, key), 0.0))
         if after_all:
             when = max(when, conn._latest[up])
+        if when - now > LATE and self.faults.on_late is not None:
+            self.faults.on_late(conn.session.client_id, what)
         conn._last[(up, key)] = when
         conn._latest[up] = max(conn._latest[up], when)
         self.clock.at(when, lambda: self._arrive(conn, up, key, arrive))

@@ -152,12 +152,15 @@ class Simulation:
         if self.trace:
             self._trace(pkt, publisher)
 
-    def _trace(self, pkt: Packet, publisher: str) -> None:
+    def _trace(self, pkt: Packet, publisher: str, verb: str = "->") -> None:
         for task_id in self.trace:
             if task_id in pkt.topic or task_id.encode() in pkt.payload:
-                at = f"{self.clock.elapsed:9.3f}"
-                print(f"{at} {publisher} -> {pkt.topic}: {pkt.payload[:300].decode('utf-8', 'replace')}")
+                text = pkt.payload[:300].decode("utf-8", "replace")
+                print(f"{self.clock.elapsed:9.3f} {publisher} {verb} {pkt.topic}: {text}")
                 return
+
+    def _sent(self, pkt: Packet, publisher: str) -> None:
+        self._trace(pkt, publisher, "sends")
 
     def _dup(self, pkt: Packet) -> None:
         self.ledger.expose(self.ledger.dispatch_ids(pkt))
@@ -344,6 +347,8 @@ def simulate(
                 seed, tasks, Path(tmp), workers=workers, calm=calm, check_steps=check_steps
             )
             sim.trace.update(trace)
+            if trace:
+                sim.broker.on_send = sim._sent
             clawd_clock.use(sim.clock.monotonic, sim.clock.wall)
             with internals.plant(plant):
                 report = sim.run()

@@ -243,6 +243,8 @@ class SimTransport:
     def _publish(self, pkt: Packet, delivery: SimDelivery | None) -> None:
         if not self.alive:
             return
+        if self.broker.on_send is not None:
+            self.broker.on_send(pkt, self.client_id)
         conn = self.conn
         if pkt.qos == 0:
             if conn is not None and not self.net.faults.lose_qos0():

@@ -229,8 +229,8 @@ class Worker:
 
     def _done(self, task_id: str, attempt: int, out: Outcome, seconds: float, ctx: Any) -> None:
         current = self.running.get(task_id)
-        if current is None or current[0] != attempt:
-            return  # already reported (timed out) or superseded
+        if current is None or current[0] != attempt or current[1] is not ctx:
+            return  # already reported (timed out), superseded, or an abandoned run
         del self.running[task_id]
         self._finish(task_id, attempt, out, seconds, ctx)
 

@@ -33,6 +33,8 @@ class Ledger:
     acked: set[str] = field(default_factory=set)
     #: id -> distinct (attempt, worker) dispatches, in the order they were published
     dispatches: dict[str, list[tuple[int, str]]] = field(default_factory=lambda: defaultdict(list))
+    #: (id, worker) of every dispatch the broker accepted, in order
+    dispatch_log: list[tuple[str, str]] = field(default_factory=list)
     #: id -> distinct terminal outcomes: (status, attempts, worker, result, error)
     outcomes: dict[str, list[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(list))
     #: id -> the result documents (first of each distinct outcome)
@@ -59,6 +61,7 @@ class Ledger:
             for task in msgspec.json.decode(pkt.payload)["tasks"]:
                 seen = self.dispatches[task["id"]]
                 entry = (task["attempt"], levels[2])
+                self.dispatch_log.append((task["id"], levels[2]))
                 if entry not in seen:
                     seen.append(entry)
 
@@ -109,6 +112,11 @@ class Ledger:
             if worker is None or seen[-1][1] == worker:
                 out.append(task_id)
         return out
+
+    def dispatched_since(self, mark: int, worker: str | None = None) -> list[str]:
+        """Tasks dispatched (to ``worker``, or anywhere) since ``len(dispatch_log)`` was
+        ``mark``."""
+        return [t for t, w in self.dispatch_log[mark:] if worker is None or w == worker]
 
     def expose(self, task_ids: list[str]) -> None:
         for task_id in task_ids:

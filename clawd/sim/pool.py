@@ -52,9 +52,7 @@ class SimPool:
             if self.closed:
                 return  # the process is gone, and the thread with it
             out = call_handler(spec, ctx)
-            # past its time limit the worker has reported it timed out already
-            late = ctx.timeout is not None and seconds > ctx.timeout
-            self.ledger.ended(ctx.id, ctx.attempt, self.worker_id, "error" if late else out["status"])
+            self.ledger.ended(ctx.id, ctx.attempt, self.worker_id, out["status"])
             on_done(ctx.id, out, seconds)
 
         self.clock.after(seconds, finish)

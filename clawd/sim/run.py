@@ -181,10 +181,13 @@ class Simulation:
         self.ledger.expose(sorted(exposed))
         self._told(kind, target, exposed)
         if lasts:
-            self.clock.after(lasts, lambda: self._fault_over(kind, target, exposed))
+            mark = len(self.ledger.dispatch_log)
+            self.clock.after(lasts, lambda: self._fault_over(kind, target, exposed, mark))
 
-    def _fault_over(self, kind: str, target: str | None, exposed: set[str]) -> None:
-        more = set(self.ledger.in_flight(target)) - exposed
+    def _fault_over(self, kind: str, target: str | None, exposed: set[str], mark: int) -> None:
+        """What was dispatched there while the fault lasted was at risk too."""
+        led = self.ledger
+        more = (set(led.in_flight(target)) | set(led.dispatched_since(mark, target))) - exposed
         self.ledger.expose(sorted(more))
         self._told(f"{kind} over", target, more)
 
@@ -284,7 +287,12 @@ class Simulation:
         self.distributor.start()
         for node in self.workers:
             node.start()
-        start = clk.now + 1.0  # let everyone connect and subscribe
+        # a submission made before the distributor's first subscription reaches nobody
+        # (MQTT keeps nothing for a subscriber that does not exist yet): not a fault
+        session = f"clawd-distributor-{self.config.broker.prefix}"
+        while not getattr(self.broker.sessions.get(session), "subs", None):
+            clk.run_until(clk.now + 0.1)
+        start = clk.now + 1.0
         for sub in self.workload:
             clk.at(start + sub.at, self._submitter(sub))
         fault_end = start + self.window + 5.0

@@ -135,7 +135,7 @@ class Worker:
         if self.scaler.enabled and now >= self._next_scale:
             self._next_scale = now + 1.0
             self._rescale()
-        if self._outcomes or now >= self._next_report:
+        if self._outcomes or self._refused or now >= self._next_report:
             self._report(now)
         return handled
 
@@ -175,15 +175,18 @@ class Worker:
         prior = self.running.get(task.id)
         if prior is not None and prior[0] >= task.attempt:
             return  # a redelivered grant of something already running
+        if self.draining:
+            # handed back, not failed: a refusal must not burn an attempt or trip a breaker
+            self._refused.append([task.id, task.attempt])
+            return
         spec = self.plugins.handlers.get(task.type)
-        if spec is None or self.draining:
-            why = "draining" if self.draining else f"no handler for type {task.type!r} here"
+        if spec is None:
             self._outcomes.append(
                 {
                     "id": task.id,
                     "attempt": task.attempt,
                     "status": "error",
-                    "error": why,
+                    "error": f"no handler for type {task.type!r} here",
                     "retryable": True,
                     "ms": 0.0,
                 }
@@ -263,10 +266,12 @@ class Worker:
             "outcomes": self._outcomes,
             "running": [[tid, a] for tid, (a, _, _) in self.running.items()],
         }
+        handback = (handback or []) + self._refused
         if handback:
             doc["handback"] = handback
         self.transport.publish(self.topics.done(self.id), encode(doc))
         self._outcomes = []
+        self._refused = []
         self._next_report = now + self.heartbeat
 
     # -- stopping ------------------------------------------------------------------------
@@ -278,9 +283,9 @@ class Worker:
         end = clock.monotonic() + timeout
         while self.running and clock.monotonic() < end:
             self.run_once(0.05)
-        handback = [[tid, a] for tid, (a, _, _) in self.running.items()] + self._refused
-        if handback:
-            log.info("handing back %d unfinished task(s)", len(handback))
+        handback = [[tid, a] for tid, (a, _, _) in self.running.items()]
+        if handback or self._refused:
+            log.info("handing back %d unfinished task(s)", len(handback) + len(self._refused))
         self.running.clear()
         self._report(clock.monotonic(), handback)
         self.transport.publish(

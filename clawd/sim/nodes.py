@@ -186,9 +186,10 @@ class WorkerNode(Node):
     def poisoned(self) -> None:
         """A poison task took the process down; systemd restarts it."""
         if self.alive:
-            self.sim.fault("poison_crash", self.worker_id)
+            down = self.sim.rng.uniform(0.2, 1.5)
+            self.sim.fault("poison_crash", self.worker_id, down)
             self.crash()
-            self.sim.clock.after(self.sim.rng.uniform(0.2, 1.5), self.start)
+            self.sim.clock.after(down, self.start)
 
     def begin_drain(self) -> None:
         """SIGTERM: stop taking work (grants that still arrive are handed back)."""

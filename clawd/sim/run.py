@@ -39,6 +39,8 @@ from clawd.topics import Topics
 SUBMIT_EVERY = 0.05
 #: simulated seconds, after the faults end, within which every result must be out
 DEADLINE = 300.0
+#: simulated seconds after a fault ends during which its effects still count as that fault
+NOTICE = 1.0
 STRATEGIES = ("round_robin", "least_loaded", "hash", "fastest")
 
 
@@ -180,9 +182,10 @@ class Simulation:
         exposed = set(self.ledger.in_flight(target))
         self.ledger.expose(sorted(exposed))
         self._told(kind, target, exposed)
-        if lasts:
-            mark = len(self.ledger.dispatch_log)
-            self.clock.after(lasts, lambda: self._fault_over(kind, target, exposed, mark))
+        # the rest of the system needs a moment to notice the fault is over (a restarted
+        # worker's announcement, a reconnect): dispatches meanwhile are at risk too
+        mark = len(self.ledger.dispatch_log)
+        self.clock.after(lasts + NOTICE, lambda: self._fault_over(kind, target, exposed, mark))
 
     def _fault_over(self, kind: str, target: str | None, exposed: set[str], mark: int) -> None:
         """What was dispatched there while the fault lasted was at risk too."""

@@ -115,6 +115,7 @@ def plant(bug: str | None) -> Iterator[None]:
     if bug is None:
         yield
         return
+    real: Any
     if bug == "fencing":
         real = liveness.outcome
 

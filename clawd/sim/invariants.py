@@ -50,7 +50,8 @@ def _results(sim: Simulation) -> list[str]:
             )
             problems.append(f"task {task_id} has {len(docs)} different results: {shown}")
         doc = docs[0]
-        status, attempts, worker = doc.get("status"), doc.get("attempts"), doc.get("worker")
+        status, worker = doc.get("status"), doc.get("worker")
+        attempts = int(doc.get("attempts") or 0)
         if status == "rejected":
             continue
         seen = led.dispatches.get(task_id, [])
@@ -88,8 +89,7 @@ def _results(sim: Simulation) -> list[str]:
 
 def _runs(sim: Simulation, task_id: str) -> str:
     return ", ".join(
-        f"{x.attempt}@{x.worker}:{x.status or 'unfinished'}"
-        for x in sim.ledger.executions[task_id]
+        f"{x.attempt}@{x.worker}:{x.status or 'unfinished'}" for x in sim.ledger.executions[task_id]
     )
 
 

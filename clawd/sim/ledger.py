@@ -9,8 +9,8 @@ an extra execution of a task is allowed only for a fault it was in flight at.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec

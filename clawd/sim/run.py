@@ -136,7 +136,8 @@ class Simulation:
         self.distributor = DistributorNode(self, state_dir / "journal.db")
         self.workers = [WorkerNode(self, f"w{i + 1}") for i in range(workers)]
         self.window = max(5.0, tasks * SUBMIT_EVERY)
-        self.workload = draw(rng, tasks, self.window, poison=rng.choice((0, 0, 1, 2)))
+        poison = 0 if calm else rng.choice((0, 0, 1, 2))
+        self.workload = draw(rng, tasks, self.window, poison=poison)
         self.producer = self._producer()
         self._pending: list[tuple[str, SimDelivery]] = []
         self._digest = hashlib.blake2b(digest_size=8)

@@ -61,7 +61,9 @@ class SimTransport:
         self.subscriptions = list(subscriptions)
         self.clean_start = clean_start
         self.session_expiry = session_expiry
-        self.will = None if will is None else Packet(will.topic, will.payload, will.qos, will.retain)
+        self.will = (
+            None if will is None else Packet(will.topic, will.payload, will.qos, will.retain)
+        )
         self.manual_ack = manual_ack
         self.keepalive = keepalive
         self.on_state = on_state

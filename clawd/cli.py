@@ -17,6 +17,7 @@ from clawd import broker as embedded
 from clawd import config as cfgmod
 from clawd.cli_common import EX_CONFIG, EX_UNAVAILABLE, config_of, fail
 from clawd.cli_dlq import dlq_group
+from clawd.cli_task import task_command
 from clawd.envelope import decode, encode
 from clawd.errors import BrokerError, ConfigError, JournalError, PluginError
 
@@ -427,6 +428,7 @@ def systemd_unit(worker: bool) -> None:
 
 
 cli.add_command(dlq_group)
+cli.add_command(task_command)
 
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

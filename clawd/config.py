@@ -105,6 +105,8 @@ class DistributorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     default_lane: str = "normal"
     #: times the worker running a task may vanish before the task is dead-lettered (poison)
     poison_after: PositiveInt = 3
+    #: seconds after a worker went offline before its status, breakers and metrics go
+    forget_after: PositiveFloat = 3600.0
 
 
 class LaneConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

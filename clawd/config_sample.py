@@ -77,6 +77,8 @@ liveness_timeout = 10.0
 default_lane = "normal"
 # times the worker running a task may vanish before it is dead-lettered as poison
 poison_after = 3
+# seconds after a worker went offline before clawd forgets it (status, breakers, metrics)
+forget_after = 3600.0
 
 # options for the strategy, as its documentation describes
 [distributor.strategy_options]

@@ -119,12 +119,37 @@ def parse_submission(
     now: float | None = None,
     known_types: AbstractSet[str] | None = None,
 ) -> Task:
+    """Turn a message on ``<prefix>/tasks/<lane>[/<type>]`` into a Task or raise Rejected
+    (see :func:`parse_envelope`)."""
+    return parse_envelope(
+        levels,
+        payload,
+        lanes=lanes,
+        max_payload=max_payload,
+        expiry=expiry,
+        now=now,
+        known_types=known_types,
+    )[0]
+
+
+def parse_envelope(
+    levels: list[str],
+    payload: bytes,
+    *,
+    lanes: Any,
+    max_payload: int,
+    expiry: float | None = None,
+    now: float | None = None,
+    known_types: AbstractSet[str] | None = None,
+) -> tuple[Task, bool]:
     """Turn a message on ``<prefix>/tasks/<lane>[/<type>]`` into a Task or raise Rejected.
 
     ``levels`` are the topic levels after the prefix (``["tasks", lane, type?]``);
     ``lanes`` is the set of configured lane names; ``expiry`` the MQTT v5 Message
     Expiry Interval when the publisher set one; ``known_types`` are the task types
-    some handler serves (omit it to accept any type).
+    some handler serves (omit it to accept any type). Returns the task and whether the
+    producer chose its id, as the decoded envelope says however the key was spelt
+    (``"\\u0069d"`` is ``"id"``): only such an id can already be known.
     """
     if len(payload) > max_payload:
         raise Rejected(f"payload of {len(payload)} bytes is over the limit of {max_payload}")
@@ -165,7 +190,7 @@ def parse_submission(
         if known_types is not None and task.type not in known_types:
             shown = ", ".join(sorted(known_types)) or "none yet"
             raise Rejected(f"unknown task type {task.type!r} (known: {shown})")
-        return task
+        return task, env.id is not None
     except Rejected as exc:
         # a rejected result goes to results/<id> only when the producer chose the id
         exc.task_id = env.id

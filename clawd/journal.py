@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from clawd import clock
 from clawd.envelope import Task, decode, encode
 from clawd.errors import JournalError
 
@@ -95,9 +95,9 @@ class Journal:
         self._attempts: list[tuple[int, str]] = []
         self._finished: list[tuple[Any, ...]] = []
         self._dead: list[tuple[Any, ...]] = []
-        self._requeued: list[tuple[str]] = []
+        self._requeued: list[tuple[int, bytes, str]] = []
         self._published: list[tuple[str]] = []
-        self._replayed: list[tuple[str]] = []
+        self._histories: list[tuple[bytes, str]] = []
         if checkpointer:
             self.checkpointer = Checkpointer(path, fsync=fsync)
             self.checkpointer.start()
@@ -148,17 +148,23 @@ class Journal:
                 state,
                 encode(result),
                 encode(history),
-                result.get("finished_at", time.time()),
+                result.get("finished_at", clock.wall()),
                 task_id,
             )
         )
 
     def dead_letter(self, task_id: str, lane: str, reason: str, letter: dict[str, Any]) -> None:
-        self._dead.append((task_id, lane, reason, encode(letter), time.time()))
+        self._dead.append((task_id, lane, reason, encode(letter), clock.wall()))
 
-    def requeue(self, task_id: str) -> None:
-        """Make a terminal task queued again (dead-letter replay)."""
-        self._requeued.append((task_id,))
+    def requeue(self, task_id: str, attempts: int, history: list[Any]) -> None:
+        """Make a terminal task queued again (dead-letter replay); ``attempts`` keeps its
+        fencing token, ``history`` says from which token on attempts count again."""
+        self._requeued.append((attempts, encode(history), task_id))
+
+    def handed_back(self, task_id: str, history: list[Any]) -> None:
+        """An open task's attempt was handed back: its history says so, so that after a
+        restart the hand-back still does not count against max_attempts."""
+        self._histories.append((encode(history), task_id))
 
     def published(self, task_id: str) -> None:
         """The broker acknowledged the task's result: it leaves the outbox."""
@@ -172,6 +178,7 @@ class Journal:
             or self._finished
             or self._dead
             or self._requeued
+            or self._histories
             or self._published
         )
 
@@ -200,11 +207,13 @@ class Journal:
                 db.executemany("INSERT OR REPLACE INTO dead VALUES (?,?,?,?,?)", self._dead)
             if self._requeued:
                 db.executemany(
-                    "UPDATE tasks SET state='queued', attempts=0, result=NULL, history=NULL,"
+                    "UPDATE tasks SET state='queued', attempts=?, result=NULL, history=?,"
                     " finished_at=NULL WHERE id=?",
                     self._requeued,
                 )
-                db.executemany("DELETE FROM dead WHERE id=?", self._requeued)
+                db.executemany("DELETE FROM dead WHERE id=?", [r[2:] for r in self._requeued])
+            if self._histories:
+                db.executemany("UPDATE tasks SET history=? WHERE id=?", self._histories)
             if self._published:
                 db.executemany("UPDATE tasks SET published=1 WHERE id=?", self._published)
             db.execute("COMMIT")
@@ -216,6 +225,7 @@ class Journal:
         self._finished.clear()
         self._dead.clear()
         self._requeued.clear()
+        self._histories.clear()
         self._published.clear()
 
     # -- reads ---------------------------------------------------------------------------

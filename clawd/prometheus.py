@@ -6,6 +6,7 @@ Latency histograms are per task type and lane, as the retained snapshot cannot c
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from clawd.errors import ConfigError
@@ -94,6 +95,11 @@ class Exporter:
         self.in_flight.set(snapshot["in_flight"])
         for wid, w in snapshot["workers"].items():
             self.utilisation.labels(wid).set(w["utilisation"])
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Drop the series of a worker the distributor forgot."""
+        with contextlib.suppress(KeyError):
+            self.utilisation.remove(worker_id)
 
     def close(self) -> None:
         self.server.shutdown()

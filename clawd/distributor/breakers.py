@@ -288,6 +288,12 @@ class Breakers:
         for worker_id in list(self._until):
             self.ejected(worker_id)
 
+    def worker_keys(self, worker_id: str) -> list[str]:
+        """The keys of every breaker and ejection about ``worker_id`` (the retained
+        ``<prefix>/breakers/<key>`` topics that may exist for it)."""
+        mine = f"worker/{worker_id}/"
+        return [k for k in self._all if k.startswith(mine)] + [f"eject/{worker_id}"]
+
     def forget_worker(self, worker_id: str) -> None:
         """Drop a worker that is gone; its states are reported back to normal, so whatever
         mirrors them (retained topics) shows no stale open breaker. Its ejection count is

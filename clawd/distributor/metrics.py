@@ -40,6 +40,11 @@ class Metrics:
         if self.exporter is not None:
             self.exporter.observe_task(lane, type_, seconds)
 
+    def forget_worker(self, worker_id: str) -> None:
+        """A forgotten worker's series leave the exporter too."""
+        if self.exporter is not None:
+            self.exporter.forget_worker(worker_id)
+
     def snapshot(self, d: Any) -> dict[str, Any]:
         now = clock.monotonic()
         lanes = {
@@ -56,20 +61,20 @@ class Metrics:
             w.id: {
                 "online": w.online,
                 "capacity": w.capacity,
-                "in_flight": len(w.running),
-                "utilisation": round(len(w.running) / w.capacity, 3) if w.capacity else 0.0,
+                "in_flight": w.in_flight,
+                "utilisation": round(w.in_flight / w.capacity, 3) if w.capacity else 0.0,
                 "done": w.done,
                 "handlers": sorted(w.handlers),
                 "capabilities": sorted(w.capabilities),
             }
-            for w in d.registry.workers.values()
+            for w in d.fleet.workers.values()
         }
         return {
             "at": clock.wall(),
             "uptime": round(clock.wall() - self.started, 1),
             "lanes": lanes,
             "in_flight": d.in_flight(),
-            "delayed": len(d.delayed),
+            "delayed": len(d.tasks.delayed),
             "workers": workers,
             "counters": dict(self.counters),
             "rates": self.rates,
@@ -94,5 +99,5 @@ class Metrics:
         snap = self.snapshot(d)
         if self.exporter is not None:
             self.exporter.update(snap)
-        d._publish(d.topics.metrics, encode(snap), retain=True, qos=1)
+        d.outbox.publish(d.topics.metrics, encode(snap), retain=True, qos=1)
         return snap

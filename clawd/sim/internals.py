@@ -11,35 +11,40 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from clawd.distributor import liveness
+from clawd.distributor.entry import State
+from clawd.distributor.lifecycle import Lifecycle
 
 #: bugs :func:`plant` can put in, to show the simulator catches them
 PLANTS = ("fencing", "requeue")
 
 
 def consistency(d: Any) -> list[str]:
-    """A task is queued in exactly one lane or running on exactly one worker, never both."""
+    """A task is queued in exactly one lane or granted to exactly one worker, never both."""
     problems: list[str] = []
     queued: dict[str, int] = {}
     for lane in d.lanes.lanes.values():
         for e in lane.queue:
             queued[e.task.id] = queued.get(e.task.id, 0) + 1
-            if e.state != "queued":
-                problems.append(f"task {e.task.id} is in lane {lane.name} but {e.state}")
+            if e.state is not State.QUEUED:
+                problems.append(f"task {e.task.id} is in lane {lane.name} but {e.state.value}")
     for task_id, n in queued.items():
         if n > 1:
             problems.append(f"task {task_id} is queued {n} times")
+    holders: dict[str, list[str]] = {}
+    for w in d.fleet.workers.values():
+        for task_id, e in w.grants.items():
+            holders.setdefault(task_id, []).append(w.id)
+            if d.entries.get(task_id) is not e:
+                problems.append(f"{w.id} holds a grant of {task_id}, which is not that open task")
     for task_id, e in d.entries.items():
-        if e.state != "running":
-            continue
-        if task_id in queued:
-            problems.append(f"task {task_id} is both queued and running on {e.worker}")
-        w = d.registry.workers.get(e.worker or "")
-        if w is None or w.running.get(task_id) != e.attempt:
-            problems.append(
-                f"task {task_id} runs attempt {e.attempt} on {e.worker}, "
-                "which does not hold that grant"
-            )
+        held = holders.get(task_id, [])
+        if e.state is State.RUNNING:
+            if task_id in queued:
+                problems.append(f"task {task_id} is both queued and running on {held}")
+            if len(held) != 1:
+                problems.append(f"task {task_id} runs attempt {e.attempt}, granted to {held}")
+        elif held:
+            problems.append(f"task {task_id} is {e.state.value} but granted to {held}")
     return problems
 
 
@@ -78,8 +83,8 @@ def settled(d: Any) -> list[str]:
     problems: list[str] = []
     if d.entries:
         problems.append(f"{len(d.entries)} task(s) still open in memory: {sorted(d.entries)[:5]}")
-    if d.delayed:
-        problems.append(f"{len(d.delayed)} task(s) still waiting for a retry")
+    if d.tasks.delayed:
+        problems.append(f"{len(d.tasks.delayed)} task(s) still waiting for a retry")
     still = journal_open(d)
     if still:
         problems.append(f"{len(still)} task(s) still open in the journal: {sorted(still)[:5]}")
@@ -91,7 +96,7 @@ def settled(d: Any) -> list[str]:
 
 def online(d: Any) -> set[str]:
     """The workers the distributor believes online."""
-    return {w.id for w in d.registry.online()}
+    return {w.id for w in d.fleet.online()}
 
 
 def journal_results(d: Any) -> dict[str, tuple[str, bytes | None]]:
@@ -117,31 +122,35 @@ def plant(bug: str | None) -> Iterator[None]:
         return
     real: Any
     if bug == "fencing":
-        real = liveness.outcome
+        real = Lifecycle.outcome
 
-        def outcome(d: Any, w: Any, o: dict[str, Any]) -> None:
-            e = d.entries.get(o.get("id"))
-            if e is not None:
-                if e.state == "queued":
-                    lane = d.lanes.lanes[e.task.lane]
-                    if e in lane.queue:
-                        lane.queue.remove(e)
-                e.state, e.attempt, e.worker = "running", o["attempt"], w.id
-            real(d, w, o)
+        def outcome(self: Lifecycle, w: Any, o: Any) -> None:
+            # as if the (task, attempt, worker) check were missing: whoever reports an
+            # attempt of an open task is taken to hold its current dispatch
+            e = self.tasks.get(o.id)
+            if e is not None and e.state in (State.RUNNING, State.QUEUED):
+                holder = self.fleet.holder(o.id)
+                if holder is not None:
+                    self.fleet.release(holder, o.id, e.attempt)
+                elif not self.tasks.reclaim(e):
+                    return real(self, w, o)
+                e.attempt = o.attempt
+                self.fleet.grant(w, e)
+            return real(self, w, o)
 
-        patched: tuple[str, Any, Any] = ("outcome", real, outcome)
+        patched: tuple[Any, str, Any, Any] = (Lifecycle, "outcome", real, outcome)
     elif bug == "requeue":
-        real = liveness.lose_worker
+        real = Lifecycle.lose
 
-        def lose_worker(d: Any, w: Any, why: str, *, lost: bool) -> None:
-            w.running.clear()
+        def lose(self: Lifecycle, w: Any, why: str, *, lost: bool) -> None:
+            self.fleet.release_all(w)  # forgotten, not requeued
 
-        patched = ("lose_worker", real, lose_worker)
+        patched = (Lifecycle, "lose", real, lose)
     else:
         raise ValueError(f"unknown bug {bug!r} (known: {', '.join(PLANTS)})")
-    name, original, replacement = patched
-    setattr(liveness, name, replacement)
+    owner, name, original, replacement = patched
+    setattr(owner, name, replacement)
     try:
         yield
     finally:
-        setattr(liveness, name, original)
+        setattr(owner, name, original)

@@ -41,6 +41,8 @@ class Ledger:
     results: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     results_published: int = 0
     dead: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: id -> the fencing token (attempt) of the dispatch a dead letter's history ends with
+    dead_token: dict[str, int] = field(default_factory=dict)
     executions: dict[str, list[Execution]] = field(default_factory=lambda: defaultdict(list))
     exposure: Counter[str] = field(default_factory=Counter)
     #: problems found while running (consistency checks between steps)
@@ -57,6 +59,8 @@ class Ledger:
         elif levels[0] == "dead":
             letter = msgspec.json.decode(pkt.payload)
             self.dead[letter["id"]].append(letter["reason"])
+            tokens = [int(r.get("attempt") or 0) for r in letter.get("history") or ()]
+            self.dead_token.setdefault(letter["id"], max(tokens, default=0))
         elif levels[0] == "_" and len(levels) == 4 and levels[1] == "w":
             for task in msgspec.json.decode(pkt.payload)["tasks"]:
                 seen = self.dispatches[task["id"]]

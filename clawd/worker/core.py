@@ -19,8 +19,8 @@ from typing import Any
 
 import msgspec
 
-from clawd import clock
-from clawd.envelope import Task, encode
+from clawd import clock, wire
+from clawd.envelope import Task, encode, excerpt
 from clawd.handler import TaskContext
 from clawd.scaling import ConcurrencyScaler
 from clawd.topics import Topics
@@ -28,9 +28,6 @@ from clawd.transport import Message, Will
 from clawd.worker.pool import Outcome, Pool
 
 log = logging.getLogger("clawd.worker")
-
-#: a dispatch message: {"tasks": [Task, ...]}
-_grants = msgspec.json.Decoder(dict[str, list[Task]]).decode
 
 
 class Worker:
@@ -164,9 +161,12 @@ class Worker:
 
     def _grant(self, payload: bytes) -> None:
         try:
-            tasks = _grants(payload)["tasks"]
-        except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
-            log.error("unreadable dispatch message: %s", exc)
+            tasks = wire.grants(payload)
+        except wire.Unreadable as exc:
+            topic = self.topics.dispatch(self.id)
+            log.error("%s on %s", exc.error, topic)
+            doc = {"error": exc.error, "topic": topic, "payload_excerpt": excerpt(payload)}
+            self.transport.publish(self.topics.errors, encode(doc))
             return
         for task in tasks:
             self._start(task)

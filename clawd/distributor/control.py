@@ -1,0 +1,70 @@
+"""Operator commands on ``<prefix>/_/control``: replay, purge, and ``task`` (where is it).
+
+``task`` is a request: the answer goes to the request's MQTT v5 response topic (with its
+correlation data), because only the running distributor knows whether an open task is
+queued, delayed or running, on which worker and since when; the journal only knows open
+or finished.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from clawd.distributor.fleet import Fleet
+from clawd.distributor.outbox import Outbox
+from clawd.distributor.tasks import TaskTable
+from clawd.envelope import encode
+from clawd.transport import Message
+from clawd.wire import Control, Unreadable
+
+log = logging.getLogger("clawd.distributor")
+
+
+def handle(cmd: Control, msg: Message, *, tasks: TaskTable, fleet: Fleet, outbox: Outbox) -> None:
+    """Carry out one decoded command."""
+    journal = tasks.journal
+    if cmd.cmd == "replay":
+        ids = cmd.ids or [d["id"] for d in journal.dead_letters()]
+        for task_id in ids:
+            replay(tasks, task_id)
+    elif cmd.cmd == "purge":
+        journal.purge_dead()
+    elif cmd.cmd == "task":
+        if not msg.response_topic:
+            raise Unreadable('control command "task" needs an MQTT v5 response topic')
+        assert cmd.id is not None
+        outbox.publish(
+            msg.response_topic,
+            encode(where(cmd.id, tasks=tasks, fleet=fleet)),
+            response_topic=None,
+            correlation=msg.correlation,
+        )
+
+
+def replay(tasks: TaskTable, task_id: str) -> bool:
+    """Put a dead-lettered task back in its lane with fresh attempts."""
+    letters = tasks.journal.dead_letters(task_id)
+    if not letters or tasks.replay(letters[0]) is None:
+        return False
+    log.info("replaying dead letter %s", task_id)
+    return True
+
+
+def where(task_id: str, *, tasks: TaskTable, fleet: Fleet) -> dict[str, Any]:
+    """Where a task is: open (state, worker), finished (its result), or unknown."""
+    e = tasks.get(task_id)
+    if e is not None:
+        doc = tasks.describe(e)
+        w = fleet.holder(task_id)
+        if w is not None:
+            doc["worker"] = w.id
+        return doc
+    known = tasks.journal.lookup_many([task_id]).get(task_id)
+    if known is None:
+        return {"id": task_id, "state": "unknown"}
+    state, result = known
+    if result is None:
+        # open in the journal but not in memory: part of a lane's backlog still on disk
+        return {"id": task_id, "state": "queued"}
+    return {"id": task_id, "state": "done", "result": result}

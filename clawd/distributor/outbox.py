@@ -1,0 +1,90 @@
+"""The outbox: commit, then acknowledge, then publish; results stay owed until PUBACK.
+
+Everything the distributor sends during a turn is staged here and leaves in
+:meth:`Outbox.flush` after the journal commit, so nothing is promised before it is
+durable. A terminal result is *tracked*: it stays in the journal's outbox until the
+broker acknowledges it, in order. A publish made while the link is down is pending, not
+an error; after a reconnect (or a restart) every result still owed is published again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+from clawd.envelope import encode
+from clawd.journal import Journal
+from clawd.topics import Topics
+
+log = logging.getLogger("clawd.distributor")
+
+
+class Outbox:
+    """Staged publishes and acknowledgements, and the tracked results in flight."""
+
+    def __init__(self, journal: Journal, topics: Topics) -> None:
+        self.journal = journal
+        self.topics = topics
+        self._out: list[tuple[str, bytes, dict[str, Any]]] = []
+        self._acks: list[tuple[int, int]] = []
+        #: (task id, Delivery) of tracked results, in publish order, until acknowledged
+        self._deliveries: deque[tuple[str, Any]] = deque()
+
+    def publish(self, topic: str, payload: bytes, **kw: Any) -> None:
+        """Stage a publish (``track=<task id>`` makes it a tracked result)."""
+        self._out.append((topic, payload, kw))
+
+    def ack(self, mid: int, qos: int) -> None:
+        """Stage the acknowledgement of an inbound message."""
+        self._acks.append((mid, qos))
+
+    def result(self, doc: dict[str, Any], reply: list[Any] | None, *, track: bool = True) -> None:
+        """Stage a terminal result on ``results/<id>`` and the producer's reply topic."""
+        payload = encode(doc)
+        topic = self.topics.result(doc["id"])
+        if track:
+            self._out.append((topic, payload, {"track": doc["id"]}))
+        else:
+            self._out.append((topic, payload, {}))
+        if reply:
+            corr = bytes.fromhex(reply[1]) if reply[1] else None
+            self._out.append((reply[0], payload, {"response_topic": None, "correlation": corr}))
+
+    def flush(self, transport: Any) -> None:
+        """Commit the journal, then send what the turn staged, then acknowledge."""
+        self.journal.commit()
+        tr = transport
+        for topic, payload, kw in self._out:
+            task_id = kw.pop("track", None)
+            if task_id is None:
+                tr.publish(topic, payload, **kw)
+            else:
+                self._deliveries.append((task_id, tr.publish_tracked(topic, payload)))
+        self._out.clear()
+        for mid, qos in self._acks:
+            tr.ack(mid, qos)
+        self._acks.clear()
+        tr.flush()
+
+    def settle(self) -> None:
+        """Results the broker acknowledged leave the journal's outbox (PUBACKs come in
+        order, so the first one still pending stops the walk)."""
+        d = self._deliveries
+        while d and d[0][1].acknowledged:
+            self.journal.published(d.popleft()[0])
+
+    def owed(self) -> int:
+        """Tracked results published and not yet acknowledged."""
+        return len(self._deliveries)
+
+    def resend(self) -> int:
+        """Stage again every result the broker never acknowledged (after a restart or an
+        outage): a result is at-least-once, like the task."""
+        self._deliveries.clear()
+        rows = self.journal.outbox()
+        for doc, reply in rows:
+            self.result(doc, reply)
+        if rows:
+            log.info("republishing %d result(s) the broker had not acknowledged", len(rows))
+        return len(rows)

@@ -1,0 +1,175 @@
+"""The task table: every open task, its state, and the only code that changes that state.
+
+An entry moves ``QUEUED -> RUNNING -> (DONE | DELAYED | QUEUED)`` and ``DELAYED ->
+QUEUED``. Each dispatch takes a new fencing token (``Entry.attempt``), which only goes
+up, across hand-backs, restarts and dead-letter replays: an outcome carrying an older
+token is about a dispatch that no longer counts. What the journal records (admission,
+each token, a hand-back, the terminal result, a replay) is staged here in the same call
+that changes memory, so the two cannot disagree after a restart.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+import msgspec
+
+from clawd import clock
+from clawd.distributor.entry import Entry, State, attempt_record
+from clawd.distributor.lanes import Lane, LaneScheduler
+from clawd.envelope import Task
+from clawd.journal import Journal
+
+#: a lane keeps at most this many tasks in memory; the rest are paged from the journal
+WINDOW = 20_000
+
+
+class TaskTable:
+    """Open tasks by id, the lanes' queues of them, and the delayed ones by due time."""
+
+    def __init__(self, journal: Journal, lanes: LaneScheduler) -> None:
+        self.journal = journal
+        self.lanes = lanes
+        self.entries: dict[str, Entry] = {}
+        #: (due, task id) of DELAYED entries, a heap
+        self.delayed: list[tuple[float, str]] = []
+
+    def get(self, task_id: str) -> Entry | None:
+        return self.entries.get(task_id)
+
+    # -- in --------------------------------------------------------------------------------
+
+    def admit(self, task: Task, reply: list[Any] | None) -> None:
+        """A new task: journaled, and queued unless its lane's backlog lives in the journal."""
+        self.journal.add(task, reply)
+        lane = self.lanes.lanes[task.lane]
+        if lane.spilled or len(lane.queue) >= WINDOW:
+            # the journal holds it; it is paged back in order when the lane drains
+            lane.spilled = True
+            return
+        e = self.entries[task.id] = Entry(task, reply)
+        self.lanes.push(e)
+
+    def page_in(self, lane: Lane) -> int:
+        """Load the next page of a spilled lane from the journal."""
+        rows = self.journal.open_tasks(lane.name, after=lane.cursor, limit=WINDOW // 2)
+        for seq, task, attempts, reply, history in rows:
+            lane.cursor = seq
+            if task.id in self.entries:
+                continue
+            e = self.entries[task.id] = Entry(task, reply, attempts, history, seq)
+            self.lanes.push(e)
+        lane.spilled = len(rows) >= WINDOW // 2
+        return len(rows)
+
+    def recover(self) -> int:
+        """Load every open task from the journal (after a restart): all are QUEUED."""
+        n = 0
+        for name in self.journal.lanes_with_open():
+            if name not in self.lanes.lanes:
+                self.lanes.configure({name: 1})
+            n += self.page_in(self.lanes.lanes[name])
+        return n
+
+    def replay(self, letter: dict[str, Any]) -> Entry | None:
+        """A dead letter back in its lane with fresh attempts; its fencing token goes on
+        from the highest one it ever had, so no outcome of its old life can count."""
+        task_id = letter["id"]
+        if task_id in self.entries:
+            return None
+        task = msgspec.convert(letter["task"], Task)
+        fence = max((int(r.get("attempt") or 0) for r in letter.get("history") or ()), default=0)
+        e = Entry(task, None, fence)
+        e.history.append(attempt_record(e, None, "replayed"))
+        e.spent = 0
+        task.attempt = fence
+        self.journal.requeue(task_id, fence, e.history)
+        self.entries[task_id] = e
+        self.lanes.push(e)
+        return e
+
+    # -- transitions -----------------------------------------------------------------------
+
+    def take(self, lane: Lane, index: int) -> Entry:
+        """Remove the ``index``-th queued entry of a lane, about to start or end."""
+        e = lane.queue[index]
+        del lane.queue[index]
+        return e
+
+    def start(self, e: Entry, lease_until: float, wall: float) -> int:
+        """QUEUED (taken from its lane) -> RUNNING: a new dispatch, a new fencing token."""
+        e.attempt += 1
+        e.spent += 1
+        e.state = State.RUNNING
+        e.lease_until = lease_until
+        e.dispatched_at = wall
+        e.task.attempt = e.attempt
+        self.journal.dispatched(e.task.id, e.attempt)
+        return e.attempt
+
+    def reclaim(self, e: Entry) -> bool:
+        """QUEUED -> RUNNING without a new dispatch: the outcome of its latest attempt came
+        after this distributor requeued it (a restart, an outage) and saves a rerun."""
+        lane = self.lanes.lanes[e.task.lane]
+        if e.state is not State.QUEUED or e not in lane.queue:
+            return False
+        lane.queue.remove(e)
+        e.state = State.RUNNING
+        return True
+
+    def requeue(self, e: Entry, *, front: bool = False) -> None:
+        """RUNNING or DELAYED -> QUEUED."""
+        e.state = State.QUEUED
+        e.enqueued_at = clock.monotonic()
+        self.lanes.push(e, front=front)
+
+    def hand_back(self, e: Entry, record: dict[str, Any]) -> None:
+        """RUNNING -> QUEUED at the front, the attempt not counted: its worker stopped
+        before it ran it to an end. The token stays: the next dispatch takes a higher one."""
+        e.spent = max(0, e.spent - 1)
+        e.history.append(record)
+        self.journal.handed_back(e.task.id, e.history)
+        self.requeue(e, front=True)
+
+    def delay(self, e: Entry, seconds: float) -> None:
+        """RUNNING -> DELAYED for ``seconds`` (a retry's backoff)."""
+        e.state = State.DELAYED
+        e.ready_at = clock.monotonic() + seconds
+        heapq.heappush(self.delayed, (e.ready_at, e.task.id))
+
+    def promote_due(self, now: float) -> None:
+        """DELAYED -> QUEUED for every entry whose backoff has run out."""
+        delayed = self.delayed
+        while delayed and delayed[0][0] <= now:
+            _, task_id = heapq.heappop(delayed)
+            e = self.entries.get(task_id)
+            if e is not None and e.state is State.DELAYED:
+                self.requeue(e)
+
+    def finish(self, e: Entry, status: str, doc: dict[str, Any]) -> None:
+        """Any state -> DONE: the terminal result is journaled and the entry leaves."""
+        self.journal.finish(e.task.id, status, doc, e.history)
+        self.entries.pop(e.task.id, None)
+        e.state = State.DONE
+
+    # -- views -----------------------------------------------------------------------------
+
+    def describe(self, e: Entry) -> dict[str, Any]:
+        """Where an open task is, for ``clawd task``."""
+        doc: dict[str, Any] = {
+            "id": e.task.id,
+            "type": e.task.type,
+            "lane": e.task.lane,
+            "state": e.state.value,
+            "attempts": e.spent,
+            "attempt": e.attempt,
+            "submitted_at": e.task.submitted_at,
+        }
+        if e.state is State.DELAYED:
+            doc["until"] = round(clock.wall() + max(0.0, e.ready_at - clock.monotonic()), 3)
+        if e.state is State.RUNNING:
+            doc["since"] = e.dispatched_at
+        if e.history:
+            doc["history"] = e.history
+        return doc

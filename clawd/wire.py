@@ -1,0 +1,143 @@
+"""The internal wire: every message the distributor and the worker read from each other.
+
+Each message kind has a msgspec Struct and one decoder. Decoding is the only validation
+the loops need: a message that does not decode raises :class:`Unreadable` naming the
+kind and what was wrong, and the loop reports it on ``<prefix>/errors`` and acknowledges
+it. Nothing here raises anything else for any input bytes. Unknown fields are allowed
+(a newer peer may send more); missing or mistyped ones are not.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from clawd.envelope import Task
+
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+#: a task id and the attempt (fencing token) of one dispatch
+Grant = tuple[str, NonNegative]
+
+
+class Unreadable(Exception):
+    """A message that is not what its topic promises; ``error`` says what was wrong."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class WorkerStatus(msgspec.Struct, kw_only=True):
+    """A worker's retained status on ``<prefix>/workers/<id>``."""
+
+    state: Literal["online", "draining", "offline"]
+    session: str = ""
+    capacity: NonNegative = 0
+    handlers: list[str] = msgspec.field(default_factory=list)
+    capabilities: list[str] = msgspec.field(default_factory=list)
+    lanes: list[str] = msgspec.field(default_factory=list)
+    reason: str | None = None
+    id: str | None = None
+    in_flight: int = 0
+    host: str | None = None
+    pid: int | None = None
+    since: float | None = None
+
+
+class Outcome(msgspec.Struct, kw_only=True):
+    """How one attempt ended, as the worker that ran it reports it."""
+
+    id: str
+    attempt: NonNegative
+    status: Literal["ok", "error"]
+    result: Any = msgspec.UNSET
+    error: str | None = None
+    code: str | None = None
+    retryable: bool = True
+    ms: float = 0.0
+
+
+class Report(msgspec.Struct, kw_only=True):
+    """A worker's report on ``<prefix>/_/done/<id>``: outcomes, what it still runs (its
+    heartbeat) and, when it drains, what it hands back unfinished."""
+
+    outcomes: list[Outcome] = msgspec.field(default_factory=list)
+    running: list[Grant] = msgspec.field(default_factory=list)
+    handback: list[Grant] = msgspec.field(default_factory=list)
+
+
+class Grants(msgspec.Struct):
+    """A dispatch message on ``<prefix>/_/dispatch/<worker>``."""
+
+    tasks: list[Task]
+
+
+class Control(msgspec.Struct, kw_only=True):
+    """An operator command on ``<prefix>/_/control``.
+
+    ``replay`` (``ids``, or every dead letter), ``purge``, and ``task`` (``id``): where a
+    task is, answered on the request's MQTT v5 response topic.
+    """
+
+    cmd: str
+    ids: list[str] | None = None
+    id: str | None = None
+
+
+class Progress(msgspec.Struct, kw_only=True):
+    """A handler's progress report on ``<prefix>/progress/<id>``."""
+
+    progress: float | None = None
+    message: str | None = None
+    id: str | None = None
+
+
+CONTROL_COMMANDS = ("replay", "purge", "task")
+
+_status = msgspec.json.Decoder(WorkerStatus).decode
+_report = msgspec.json.Decoder(Report).decode
+_grants = msgspec.json.Decoder(Grants).decode
+_control = msgspec.json.Decoder(Control).decode
+_progress = msgspec.json.Decoder(Progress).decode
+
+
+def _decode(decoder: Any, kind: str, payload: bytes) -> Any:
+    try:
+        return decoder(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise Unreadable(f"unreadable {kind}: {exc}") from None
+    except (RecursionError, UnicodeDecodeError):
+        raise Unreadable(f"unreadable {kind}: not valid UTF-8 JSON of a sane depth") from None
+
+
+def worker_status(payload: bytes) -> WorkerStatus:
+    """Decode a retained worker status."""
+    return _decode(_status, "worker status", payload)  # type: ignore[no-any-return]
+
+
+def report(payload: bytes) -> Report:
+    """Decode a worker's report."""
+    return _decode(_report, "worker report", payload)  # type: ignore[no-any-return]
+
+
+def grants(payload: bytes) -> list[Task]:
+    """Decode a dispatch message into its tasks."""
+    return _decode(_grants, "dispatch message", payload).tasks  # type: ignore[no-any-return]
+
+
+def control(payload: bytes) -> Control:
+    """Decode an operator command; an unknown ``cmd`` is unreadable too."""
+    cmd: Control = _decode(_control, "control command", payload)
+    if cmd.cmd not in CONTROL_COMMANDS:
+        raise Unreadable(
+            f"unknown control command {cmd.cmd!r} (known: {', '.join(CONTROL_COMMANDS)})"
+        )
+    if cmd.cmd == "task" and not cmd.id:
+        raise Unreadable('control command "task" needs an "id"')
+    return cmd
+
+
+def progress(payload: bytes) -> Progress:
+    """Decode a progress report."""
+    return _decode(_progress, "progress report", payload)  # type: ignore[no-any-return]

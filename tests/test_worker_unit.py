@@ -1,0 +1,106 @@
+"""The worker constructed directly, through an in-memory transport: grants in, outcomes
+and hand-backs out, redelivered grants run once, unreadable grants survive."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from clawd import hookimpl, wire
+from clawd.envelope import Task
+from clawd.worker.core import Worker
+from tests.memory import MemoryTransport, config, plugins
+
+P = "clawd"
+
+
+class Gate:
+    """A handler that runs until the test opens its gate."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.calls: list[tuple[str, int]] = []
+
+    def run(self, ctx: Any) -> str:
+        self.calls.append((ctx.id, ctx.attempt))
+        self.started.set()
+        self.release.wait(30)
+        return f"ran {ctx.id}"
+
+    @hookimpl
+    def clawd_register_handlers(self, register: Any) -> None:
+        register("gate", self.run)
+
+
+def make(tmp_path: Path) -> tuple[Worker, MemoryTransport, Gate]:
+    cfg = config(tmp_path, '[worker]\nid = "w1"\nconcurrency = 2\n')
+    gate = Gate()
+    w = Worker(cfg, plugins(cfg, gate))
+    t = MemoryTransport(w.on_message)
+    w.attach(t)
+    return w, t, gate
+
+
+def grant(t: MemoryTransport, *tasks: tuple[str, int]) -> None:
+    doc = {"tasks": [Task(id=i, type="gate", lane="normal", attempt=a) for i, a in tasks]}
+    t.deliver(f"{P}/_/w/w1/tasks", msgspec.json.encode(doc))
+
+
+def reports(t: MemoryTransport) -> list[wire.Report]:
+    return [wire.report(p) for p in t.on(f"{P}/_/done/w1")]
+
+
+def run_until(w: Worker, t: MemoryTransport, done: Any) -> None:
+    for _ in range(200):  # each turn waits for the pool's wake-up, not a fixed time
+        w.run_once(0.1)
+        if done():
+            return
+    raise AssertionError("condition never held")
+
+
+def test_grant_runs_once_and_reports_its_outcome_with_the_attempt(tmp_path: Path) -> None:
+    w, t, gate = make(tmp_path)
+    grant(t, ("t1", 3))
+    w.run_once(0)
+    assert gate.started.wait(10)
+    grant(t, ("t1", 3))  # a redelivered grant of what already runs
+    w.run_once(0)
+    assert [r.running for r in reports(t)][-1] == [("t1", 3)]
+    gate.release.set()
+    run_until(w, t, lambda: any(r.outcomes for r in reports(t)))
+    [o] = [o for r in reports(t) for o in r.outcomes]
+    assert (o.id, o.attempt, o.status, o.result) == ("t1", 3, "ok", "ran t1")
+    assert gate.calls == [("t1", 3)]
+
+
+def test_drain_hands_back_what_did_not_finish(tmp_path: Path) -> None:
+    w, t, gate = make(tmp_path)
+    grant(t, ("t1", 1))
+    w.run_once(0)
+    assert gate.started.wait(10)
+    w.drain(0.0)
+    last = reports(t)[-1]
+    assert last.handback == [("t1", 1)] and last.outcomes == []
+    states = [msgspec.json.decode(p)["state"] for p in t.on(f"{P}/workers/w1")]
+    assert states == ["draining", "offline"]
+    gate.release.set()
+
+
+def test_an_unreadable_grant_does_not_stop_the_worker(tmp_path: Path) -> None:
+    w, t, gate = make(tmp_path)
+    t.deliver(f"{P}/_/w/w1/tasks", b"[]")
+    t.deliver(f"{P}/_/w/w1/tasks", b'{"tasks": [{"id": "x"}]}')
+    grant(t, ("t2", 1))
+    w.run_once(0)
+    assert gate.started.wait(10)
+    gate.release.set()
+    run_until(w, t, lambda: any(r.outcomes for r in reports(t)))
+    assert gate.calls == [("t2", 1)]
+    errors = [msgspec.json.decode(p) for p in t.on(f"{P}/errors")]
+    assert [e["topic"] for e in errors] == [f"{P}/_/w/w1/tasks"] * 2
+    assert [e["payload_excerpt"] for e in errors] == ["[]", '{"tasks": [{"id": "x"}]}']
+    assert "unreadable dispatch message" in errors[0]["error"]

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             trace=tuple(args.trace),
         )
         print(describe(r))
+        if r.letters_unpublished:
+            print(f"  dead letter never published for: {', '.join(r.letters_unpublished)}")
         if not r.ok:
             failed += 1
             for v in r.violations:

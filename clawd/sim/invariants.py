@@ -9,7 +9,8 @@
 - once settled, nothing is left open in memory, in the journal or in the outbox, and the
   journal's outcome is the published one;
 - no ghosts: no retained "online" status, and no worker the distributor believes online,
-  for a worker process that is gone.
+  for a worker process that is gone; a worker gone for good leaves no retained status or
+  breaker state once the distributor has forgotten it.
 
 Checks made during the run (a task both queued and running, the journal and memory
 disagreeing after a recovery) are in :mod:`clawd.sim.internals`.
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from clawd.sim import internals
+from clawd.sim.config import FORGET
 
 if TYPE_CHECKING:
     from clawd.sim.run import Simulation
@@ -135,13 +137,23 @@ def _ghosts(sim: Simulation) -> list[str]:
     prefix = sim.ledger.topics.worker("")
     alive = {n.worker_id: n.w.session for n in sim.workers if n.alive and n.w is not None}
     problems = []
+    retired = {n.worker_id for n in sim.workers if n.retired}
+    breakers = f"{sim.ledger.topics.prefix}/breakers/worker/"
     for topic, pkt in sorted(sim.broker.retained.items()):
+        if (
+            topic.startswith(breakers)
+            and FORGET
+            and topic[len(breakers) :].split("/")[0] in retired
+        ):
+            problems.append(f"retained breaker state {topic} outlived its worker")
         if not topic.startswith(prefix):
             continue
         doc = msgspec.json.decode(pkt.payload)
         worker_id = topic[len(prefix) :]
         if doc.get("state") == "online" and alive.get(worker_id) != doc.get("session"):
             problems.append(f"retained status says {worker_id} is online, but it is gone")
+        elif FORGET and worker_id in retired:
+            problems.append(f"retained status of {worker_id} outlived its forgetting")
     d = sim.distributor.d
     if d is not None and sim.distributor.alive:
         for worker_id in sorted(internals.online(d) - set(alive)):

@@ -153,8 +153,12 @@ class WorkerNode(Node):
         self.worker_id = worker_id
         self.w: Worker | None = None
         self.pool: SimPool | None = None
+        #: gone for good: nothing restarts it
+        self.retired = False
 
     def start(self) -> None:
+        if self.retired:
+            return
         s = self.sim
         cfg = msgspec.structs.replace(
             s.config, worker=msgspec.structs.replace(s.config.worker, id=self.worker_id)

@@ -22,14 +22,14 @@ from typing import Any
 import msgspec
 
 from clawd import clock as clawd_clock
-from clawd.config import Config
 from clawd.plugins import Plugins
 from clawd.sim import internals, invariants
 from clawd.sim.broker import Packet, SimBroker
 from clawd.sim.clock import SimClock
+from clawd.sim.config import FORGET, sim_config
 from clawd.sim.faults import SCHEDULED, Faults, Profile
 from clawd.sim.ledger import Ledger
-from clawd.sim.nodes import DistributorNode, ProducerNode, WorkerNode
+from clawd.sim.nodes import DistributorNode, Node, ProducerNode, WorkerNode
 from clawd.sim.transport import SimDelivery, SimTransport
 from clawd.sim.workload import SimHandlers, Submission, draw
 from clawd.strategies import builtin
@@ -39,7 +39,6 @@ from clawd.topics import Topics
 SUBMIT_EVERY = 0.05
 #: simulated seconds, after the faults end, within which every result must be out
 DEADLINE = 300.0
-STRATEGIES = ("round_robin", "least_loaded", "hash", "fastest")
 
 
 @dataclass
@@ -76,32 +75,6 @@ class Report:
         if self.plant:
             cmd += f" --plant {self.plant}"
         return cmd
-
-
-def sim_config(rng: random.Random, state_dir: str) -> Config:
-    """Short timers, so a run covers many leases, retries and breaker cycles."""
-    return msgspec.convert(
-        {
-            "daemon": {"state_dir": state_dir},
-            "worker": {"id": "w0", "concurrency": rng.choice((1, 2, 4))},
-            "distributor": {
-                "strategy": rng.choice(STRATEGIES),
-                "liveness_timeout": 3.0,
-                "poison_after": 3,
-            },
-            "retry": {"max_attempts": 4, "backoff_base": 0.1, "backoff_cap": 2.0},
-            "breakers": {
-                "window": 10,
-                "minimum_calls": 5,
-                "open_seconds": 2.0,
-                "half_open_calls": 2,
-                "eject_after": 4,
-                "eject_seconds": 3.0,
-                "hold_seconds": 20.0,
-            },
-        },
-        Config,
-    )
 
 
 class Simulation:
@@ -235,7 +208,13 @@ class Simulation:
     def _inject(self, kind: str) -> None:
         rng = self.rng
         up = [n for n in self.workers if n.alive]
-        if kind == "distributor_crash":
+        if kind == "worker_retire":
+            if len(up) >= 2:
+                gone = rng.choice(up)
+                self.fault(kind, gone.worker_id)
+                gone.retired = True
+                gone.crash(reset=rng.random() < 0.5)
+        elif kind == "distributor_crash":
             if self.distributor.alive:
                 down = rng.uniform(0.1, 3.0)
                 self.fault(kind, lasts=down)
@@ -252,7 +231,7 @@ class Simulation:
                 self.faults.count(kind)
                 self._submit(rng.choice(done))
         elif kind == "client_drop":
-            nodes = [n for n in (self.distributor, *self.workers) if n.alive]
+            nodes: list[Node] = [n for n in (self.distributor, *self.workers) if n.alive]
             node = rng.choice(nodes) if nodes else None
             conn = node.transport.conn if node is not None and node.transport else None
             if node is not None and conn is not None:
@@ -306,8 +285,10 @@ class Simulation:
         limit = clk.now + DEADLINE
         while clk.now < limit and not self._all_done():
             clk.run_until(clk.now + 1.0)
-        # let leases, retained statuses and the outbox settle
-        clk.run_until(clk.now + 3 * self.config.distributor.liveness_timeout)
+        # let leases, retained statuses and the outbox settle, and departed workers be
+        # forgotten
+        settle = 3 * self.config.distributor.liveness_timeout
+        clk.run_until(clk.now + settle + float(FORGET.get("forget_after", 0.0)))
         return self._report()
 
     def _submitter(self, sub: Submission) -> Any:

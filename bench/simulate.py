@@ -28,15 +28,26 @@ console = Console(width=120)
 @click.option("--tasks", default=500, show_default=True, help="tasks per seed")
 @click.option("--workers", default=3, show_default=True)
 @click.option("--plant", type=click.Choice(PLANTS), help="plant a known bug (to time its catch)")
-def main(seeds: int, first: int, tasks: int, workers: int, plant: str | None) -> None:
+@click.option(
+    "--step-checks/--no-step-checks",
+    default=True,
+    show_default=True,
+    help="check the distributor's consistency after every turn, not only at the end",
+)
+def main(
+    seeds: int, first: int, tasks: int, workers: int, plant: str | None, step_checks: bool
+) -> None:
     faults: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     failing: list[str] = []
+    first_failure: tuple[int, float] | None = None
     sim_seconds = executions = acked = violations = 0.0
     unpublished = 0
     began = time.perf_counter()
     for seed in range(first, first + seeds):
-        r = simulate(seed, tasks, workers=workers, plant=plant)
+        r = simulate(seed, tasks, workers=workers, plant=plant, check_steps=step_checks)
+        if not r.ok and first_failure is None:
+            first_failure = (seed, time.perf_counter() - began)
         faults.update(r.faults)
         outcomes.update(r.outcomes)
         sim_seconds += r.sim_seconds
@@ -62,6 +73,9 @@ def main(seeds: int, first: int, tasks: int, workers: int, plant: str | None) ->
     table.add_row("wall time", f"{wall:.1f} s ({wall / seeds:.3f} s per seed)")
     table.add_row("failing seeds (violations)", f"{len(failing)} ({int(violations)})")
     table.add_row("dead letters never published (known gap)", f"{unpublished}")
+    if first_failure is not None:
+        seed, after = first_failure
+        table.add_row("first failing seed", f"{seed} ({after:.2f} s in)")
     console.print(table)
     for line in failing[:20]:
         console.print(line, soft_wrap=True)

@@ -156,17 +156,28 @@ class Simulation:
         exposed = set(self.ledger.in_flight(target))
         self.ledger.expose(sorted(exposed))
         self._told(kind, target, exposed)
-        # the rest of the system takes up to a liveness timeout to judge a fault and its
-        # end (a restarted worker's announcement, a lease): dispatches meanwhile are at risk
         mark = len(self.ledger.dispatch_log)
+        self.clock.after(lasts, lambda: self._fault_ending(kind, target, exposed, mark))
+
+    def _fault_ending(self, kind: str, target: str | None, exposed: set[str], mark: int) -> None:
+        """The fault is over once the node it hit is connected again (a reconnect may wait
+        out a backoff); the distributor then takes up to a liveness timeout to judge what
+        happened meanwhile: everything dispatched there until then was at risk too."""
+        node = self.distributor if target is None else self._worker(target)
+        t = node.transport
+        if node.alive and not (t is not None and t.connected.is_set()):
+            self.clock.after(0.1, lambda: self._fault_ending(kind, target, exposed, mark))
+            return
         notice = self.config.distributor.liveness_timeout
-        self.clock.after(lasts + notice, lambda: self._fault_over(kind, target, exposed, mark))
+        self.clock.after(notice, lambda: self._fault_over(kind, target, exposed, mark))
+
+    def _worker(self, worker_id: str) -> WorkerNode:
+        return next(n for n in self.workers if n.worker_id == worker_id)
 
     def _fault_over(self, kind: str, target: str | None, exposed: set[str], mark: int) -> None:
-        """What was dispatched there while the fault lasted was at risk too."""
         led = self.ledger
         more = (set(led.in_flight(target)) | set(led.dispatched_since(mark, target))) - exposed
-        self.ledger.expose(sorted(more))
+        led.expose(sorted(more))
         self._told(f"{kind} over", target, more)
 
     def _told(self, kind: str, target: str | None, exposed: set[str]) -> None:

@@ -5,7 +5,8 @@
 - a result comes from the attempt that was current: its fencing token and worker name a
   run that really ended that way, and no later attempt was ever dispatched;
 - fencing tokens are never reused: two dispatches of one task never share an attempt;
-- a task runs more than once only for a failed attempt or a fault it was in flight at;
+- a task runs more than once only for a failed attempt or a fault it was in flight at,
+  and a worker reports one outcome per attempt (the simulated handlers are deterministic);
 - once settled, nothing is left open in memory, in the journal or in the outbox, and the
   journal's outcome is the published one;
 - no ghosts: no retained "online" status, and no worker the distributor believes online,
@@ -119,6 +120,14 @@ def _executions(sim: Simulation) -> list[str]:
     led = sim.ledger
     kinds = {s.id: s.plan["kind"] for s in sim.workload}
     problems = []
+    for (task_id, attempt, worker), said in sorted(led.reported.items()):
+        # a simulated handler's outcome depends only on the task and the attempt: one
+        # worker reporting two for one attempt credited one run with another's end
+        if len(said) > 1:
+            problems.append(
+                f"{worker} reported {len(said)} outcomes for attempt {attempt} of {task_id}: "
+                f"{', '.join(sorted(said))} (ran: {_runs(sim, task_id)})"
+            )
     for task_id, runs in sorted(led.executions.items()):
         allowed = 1 + led.exposure[task_id]
         allowed += sum(1 for x in runs if x.status == "error")

@@ -44,6 +44,10 @@ class Ledger:
     #: id -> the fencing token (attempt) of the dispatch a dead letter's history ends with
     dead_token: dict[str, int] = field(default_factory=dict)
     executions: dict[str, list[Execution]] = field(default_factory=lambda: defaultdict(list))
+    #: (id, attempt, worker) -> the distinct outcomes the worker reported for that run
+    reported: dict[tuple[str, int, str], set[str]] = field(
+        default_factory=lambda: defaultdict(set)
+    )
     exposure: Counter[str] = field(default_factory=Counter)
     #: problems found while running (consistency checks between steps)
     violations: list[str] = field(default_factory=list)
@@ -61,6 +65,10 @@ class Ledger:
             self.dead[letter["id"]].append(letter["reason"])
             tokens = [int(r.get("attempt") or 0) for r in letter.get("history") or ()]
             self.dead_token.setdefault(letter["id"], max(tokens, default=0))
+        elif levels[0] == "_" and len(levels) == 3 and levels[1] == "done":
+            for o in msgspec.json.decode(pkt.payload).get("outcomes") or ():
+                said = f"{o.get('status')}/{o.get('code') or ''}"
+                self.reported[(o["id"], o["attempt"], levels[2])].add(said)
         elif levels[0] == "_" and len(levels) == 4 and levels[1] == "w":
             for task in msgspec.json.decode(pkt.payload)["tasks"]:
                 seen = self.dispatches[task["id"]]

@@ -222,7 +222,7 @@ class Distributor:
             raise Unreadable(
                 f"worker status names worker {status.id!r} but was published for {worker_id!r}"
             )
-        if self.liveness.worker_status(worker_id, status):
+        if self.liveness.worker_status(worker_id, status, retained=msg.retain):
             self.refresh_types()
 
     # -- submissions ---------------------------------------------------------------------

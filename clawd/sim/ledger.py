@@ -45,9 +45,7 @@ class Ledger:
     dead_token: dict[str, int] = field(default_factory=dict)
     executions: dict[str, list[Execution]] = field(default_factory=lambda: defaultdict(list))
     #: (id, attempt, worker) -> the distinct outcomes the worker reported for that run
-    reported: dict[tuple[str, int, str], set[str]] = field(
-        default_factory=lambda: defaultdict(set)
-    )
+    reported: dict[tuple[str, int, str], set[str]] = field(default_factory=lambda: defaultdict(set))
     exposure: Counter[str] = field(default_factory=Counter)
     #: problems found while running (consistency checks between steps)
     violations: list[str] = field(default_factory=list)

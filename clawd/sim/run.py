@@ -37,8 +37,8 @@ from clawd.topics import Topics
 
 #: simulated seconds each submission is spread over, per task
 SUBMIT_EVERY = 0.05
-#: simulated seconds, after the faults end, within which every result must be out
-DEADLINE = 300.0
+#: simulated seconds without a new result after which a run stops waiting for the rest
+DEADLINE = 120.0
 
 
 @dataclass
@@ -293,9 +293,14 @@ class Simulation:
         fault_end = start + self.window + 5.0
         self._schedule_faults(fault_end - clk.now)
         clk.run_until(fault_end + 10.0)
-        limit = clk.now + DEADLINE
-        while clk.now < limit and not self._all_done():
+        # every acknowledged task must end: give up only when results stop coming
+        stalled = clk.now + DEADLINE
+        seen = self.ledger.results_published
+        while clk.now < stalled and not self._all_done():
             clk.run_until(clk.now + 1.0)
+            if self.ledger.results_published != seen:
+                seen = self.ledger.results_published
+                stalled = clk.now + DEADLINE
         # let leases, retained statuses and the outbox settle, and departed workers be
         # forgotten
         settle = 3 * self.config.distributor.liveness_timeout

@@ -163,6 +163,11 @@ def _ghosts(sim: Simulation) -> list[str]:
             problems.append(f"retained status says {worker_id} is online, but it is gone")
         elif FORGET and worker_id in retired:
             problems.append(f"retained status of {worker_id} outlived its forgetting")
+    for worker_id, session in sorted(alive.items()):
+        pkt = sim.broker.retained.get(f"{prefix}{worker_id}")
+        doc = msgspec.json.decode(pkt.payload) if pkt is not None else {}
+        if (doc.get("state"), doc.get("session")) != ("online", session):
+            problems.append(f"{worker_id} is up, but its retained status says {doc or 'nothing'}")
     d = sim.distributor.d
     if d is not None and sim.distributor.alive:
         for worker_id in sorted(internals.online(d) - set(alive)):

@@ -51,6 +51,7 @@ def test_the_seeds_do_inject_every_kind_of_fault() -> None:
         "worker_stall",
         "worker_partition",
         "worker_drain",
+        "worker_retire",
         "client_drop",
         "broker_restart",
         "distributor_crash",

@@ -99,6 +99,11 @@ class Faults:
         #: told of every late message (the client id at one end, and the packet)
         self.on_late: Callable[[str, Any], None] | None = None
 
+    def end(self) -> None:
+        """No more message faults: the run is settling (latency stays)."""
+        p = self.profile
+        p.late_rate = p.qos0_loss = p.dup_rate = 0.0
+
     def count(self, kind: str, n: int = 1) -> None:
         self.injected[kind] += n
 

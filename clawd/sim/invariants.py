@@ -164,8 +164,8 @@ def _ghosts(sim: Simulation) -> list[str]:
         elif FORGET and worker_id in retired:
             problems.append(f"retained status of {worker_id} outlived its forgetting")
     for worker_id, session in sorted(alive.items()):
-        pkt = sim.broker.retained.get(f"{prefix}{worker_id}")
-        doc = msgspec.json.decode(pkt.payload) if pkt is not None else {}
+        kept = sim.broker.retained.get(f"{prefix}{worker_id}")
+        doc = msgspec.json.decode(kept.payload) if kept is not None else {}
         if (doc.get("state"), doc.get("session")) != ("online", session):
             problems.append(f"{worker_id} is up, but its retained status says {doc or 'nothing'}")
     d = sim.distributor.d

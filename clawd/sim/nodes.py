@@ -157,8 +157,8 @@ class WorkerNode(Node):
         self.retired = False
 
     def start(self) -> None:
-        if self.retired:
-            return
+        if self.retired or self.alive:
+            return  # gone for good, or already restarted (two faults scheduled a restart)
         s = self.sim
         cfg = msgspec.structs.replace(
             s.config, worker=msgspec.structs.replace(s.config.worker, id=self.worker_id)

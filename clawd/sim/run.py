@@ -253,6 +253,8 @@ class Simulation:
 
     def _hit_worker(self, kind: str, node: WorkerNode) -> None:
         rng = self.rng
+        if kind == "worker_drain" and node.w is not None and node.w.draining:
+            return  # already stopping
         lasts = {
             "worker_crash": rng.uniform(0.1, 3.0),
             # a frozen host: the broker still holds the old connection when it comes back
@@ -292,6 +294,8 @@ class Simulation:
             clk.at(start + sub.at, self._submitter(sub))
         fault_end = start + self.window + 5.0
         self._schedule_faults(fault_end - clk.now)
+        clk.run_until(fault_end)
+        self.faults.end()
         clk.run_until(fault_end + 10.0)
         # every acknowledged task must end: give up only when results stop coming
         stalled = clk.now + DEADLINE
@@ -305,6 +309,15 @@ class Simulation:
         # forgotten
         settle = 3 * self.config.distributor.liveness_timeout
         clk.run_until(clk.now + settle + float(FORGET.get("forget_after", 0.0)))
+        # the checks judge a quiet system: every live process connected (a reconnect may be
+        # waiting out a backoff or a late CONNACK), and its announcement through
+        nodes = [self.distributor, *self.workers]
+        quiet_by = clk.now + DEADLINE
+        while clk.now < quiet_by and not all(
+            n.transport is not None and n.transport.connected.is_set() for n in nodes if n.alive
+        ):
+            clk.run_until(clk.now + 0.5)
+        clk.run_until(clk.now + self.config.distributor.liveness_timeout)
         return self._report()
 
     def _submitter(self, sub: Submission) -> Any:

@@ -373,3 +373,17 @@ def test_a_departed_worker_leaves_no_breaker_retained_topic_or_series(
     assert exporter.forgotten == [worker]
     snap = h.d.metrics.snapshot(h.d)
     assert list(snap["workers"]) == ["w1" if worker == "w2" else "w2"]
+
+
+def test_a_failing_strategy_does_not_lose_the_task(h: Harness) -> None:
+    class Broken:
+        def choose(self, task: Any, candidates: Any) -> Any:
+            raise RuntimeError("broken strategy")
+
+    h.d.strategy = Broken()
+    h.online("w1")
+    h.online("w2")
+    h.submit({"type": "job", "id": "t1"})
+    h.turn()
+    assert h.granted("w1") + h.granted("w2") == [("t1", 1)]
+    assert h.d.entries["t1"].state is State.RUNNING

@@ -28,3 +28,19 @@ def test_prometheus_endpoint_has_histograms_and_gauges(make_config, start_clawd,
     assert re.search(r'clawd_events_total\{event="dead"\} 1\.0', text)
     assert re.search(r'clawd_lane_depth\{lane="high"\} 0\.0', text)
     assert 'clawd_dispatch_wait_seconds_bucket{lane="normal",le="0.001"}' in text
+
+
+def test_a_forgotten_worker_leaves_no_series() -> None:
+    from prometheus_client import generate_latest
+
+    from clawd.prometheus import Exporter
+
+    e = Exporter(free_port())
+    try:
+        e.update({"lanes": {}, "in_flight": 0, "workers": {"gone": {"utilisation": 0.5}}})
+        assert b'worker="gone"' in generate_latest(e.registry)
+        e.forget_worker("gone")
+        e.forget_worker("never-seen")
+        assert b'worker="gone"' not in generate_latest(e.registry)
+    finally:
+        e.close()

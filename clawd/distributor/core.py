@@ -14,6 +14,7 @@ from typing import Any
 
 from clawd import clock, scaling, wire
 from clawd.distributor import control, dispatch
+from clawd.distributor.admission import Admission
 from clawd.distributor.breakers import Breakers
 from clawd.distributor.entry import Entry
 from clawd.distributor.fleet import Fleet
@@ -23,7 +24,7 @@ from clawd.distributor.liveness import Liveness
 from clawd.distributor.metrics import Metrics
 from clawd.distributor.outbox import Outbox
 from clawd.distributor.tasks import TaskTable
-from clawd.envelope import Rejected, Task, encode, excerpt, parse_envelope
+from clawd.envelope import encode
 from clawd.journal import Journal
 from clawd.topics import Topics
 from clawd.transport import Message
@@ -71,8 +72,7 @@ class Distributor:
         )
         self.liveness = Liveness(self.fleet, self.life)
         self.transport: Any = None
-        #: the turn's valid submissions: (task, reply, id chosen by the producer)
-        self._admitting: list[tuple[Task, list[Any] | None, bool]] = []
+        self.admission = Admission(self.tasks, self.outbox, self.metrics)
         self._next_tick = 0.0
         self.draining = False
         self.pending_reload: tuple[Any, Any] | None = None
@@ -142,8 +142,8 @@ class Distributor:
         handled = len(inbox)
         while inbox:
             self._handle(inbox.popleft())
-        if self._admitting:
-            self._admit()
+        if self.admission.pending:
+            self.admission.admit()
         now = clock.monotonic()
         if now >= self._next_tick:
             self._tick(now)
@@ -189,7 +189,12 @@ class Distributor:
         levels = self.topics.split(msg.topic)
         kind = levels[0]
         if kind == "tasks":
-            self._submission(msg, levels)
+            self.admission.submission(
+                msg,
+                levels,
+                max_payload=self.config.daemon.max_payload,
+                known_types=self.types,
+            )
             return
         try:
             if kind == "_" and len(levels) == 3 and levels[1] == "done":
@@ -222,61 +227,8 @@ class Distributor:
             raise Unreadable(
                 f"worker status names worker {status.id!r} but was published for {worker_id!r}"
             )
-        if self.liveness.worker_status(worker_id, status, retained=msg.retain):
+        if self.liveness.worker_status(worker_id, status):
             self.refresh_types()
-
-    # -- submissions ---------------------------------------------------------------------
-
-    def _submission(self, msg: Message, levels: list[str]) -> None:
-        self.outbox.ack(msg.mid, msg.qos)
-        try:
-            task, chosen = parse_envelope(
-                levels,
-                msg.payload,
-                lanes=self.lanes.lanes,
-                max_payload=self.config.daemon.max_payload,
-                expiry=msg.expiry,
-                known_types=self.types,
-            )
-        except Rejected as exc:
-            self.metrics.count("rejected")
-            self._error(exc.error, msg.topic, msg.payload, exc.task_id)
-            if exc.task_id:
-                self.outbox.publish(
-                    self.topics.result(exc.task_id),
-                    encode(_rejected_doc(exc.task_id, levels, exc.error)),
-                )
-            return
-        reply = (
-            [msg.response_topic, msg.correlation.hex() if msg.correlation else None]
-            if msg.response_topic
-            else None
-        )
-        # an id clawd generated is new by construction: only a producer's id is looked up
-        self._admitting.append((task, reply, chosen))
-
-    def _admit(self) -> None:
-        """Queue the turn's valid submissions, in order, with one journal lookup for all
-        the producer-chosen ids: a known id is not run again."""
-        subs, self._admitting = self._admitting, []
-        entries = self.tasks.entries
-        known = self.journal.lookup_many(
-            [t.id for t, _, chosen in subs if chosen and t.id not in entries]
-        )
-        admitted: set[str] = set()
-        for task, reply, chosen in subs:
-            if task.id in entries or (chosen and task.id in admitted):
-                continue  # already open: it will produce its one result
-            done = known.get(task.id)
-            if done is not None:
-                state, result = done
-                if result is not None:  # idempotent: the stored outcome stands
-                    self.outbox.result(result, reply, track=False)
-                continue
-            if chosen:
-                admitted.add(task.id)
-            self.tasks.admit(task, reply)
-            self.metrics.count("submitted")
 
     def _breaker_changed(self, key: str, old: str, new: str) -> None:
         """A breaker changed state: retained on <prefix>/breakers/<key>, and the hook."""
@@ -290,28 +242,9 @@ class Distributor:
         forgotten ones too); kept rather than rebuilt per submission."""
         self.types = set(self.plugins.handlers) | self.fleet.types
 
-    def _error(self, error: str, topic: str, payload: bytes, task_id: str | None = None) -> None:
-        doc: dict[str, Any] = {"error": error, "topic": topic, "payload_excerpt": excerpt(payload)}
-        if task_id:
-            doc["id"] = task_id
-        log.warning("rejected message on %s: %s", topic, error)
-        self.outbox.publish(self.topics.errors, encode(doc))
+    def _error(self, error: str, topic: str, payload: bytes) -> None:
+        self.outbox.error(error, topic, payload)
 
     def replay(self, task_id: str) -> bool:
         """Put a dead-lettered task back in its lane with fresh attempts."""
         return control.replay(self.tasks, task_id)
-
-
-def _rejected_doc(task_id: str, levels: list[str], error: str) -> dict[str, Any]:
-    now = clock.wall()
-    return {
-        "id": task_id,
-        "type": levels[2] if len(levels) > 2 else None,
-        "lane": levels[1] if len(levels) > 1 else None,
-        "status": "rejected",
-        "error": error,
-        "attempts": 0,
-        "submitted_at": now,
-        "finished_at": now,
-        "duration_ms": 0.0,
-    }

@@ -29,6 +29,9 @@ SCAN = 64
 
 __all__ = ["SCAN", "WINDOW", "run"]
 
+#: strategies whose failure was logged (once each)
+_failed: set[int] = set()
+
 
 def run(
     tasks: TaskTable,
@@ -107,7 +110,14 @@ def _choose(strategy: Any, e: Entry, found: list[WorkerState]) -> WorkerState:
         return found[0]
     t = e.task
     view = TaskView(t.id, t.type, t.lane, tuple(t.requires), t.cost, t.meta or {})
-    w = strategy.choose(view, found)
+    try:
+        w = strategy.choose(view, found)
+    except Exception:
+        # the entry is already out of its lane: it must be granted, whatever the plugin does
+        if id(strategy) not in _failed:
+            _failed.add(id(strategy))
+            log.exception("strategy %s failed; using the first candidate", type(strategy).__name__)
+        return found[0]
     if w not in found:
         # a strategy may only pick among the candidates it was given
         log.error("strategy returned %r, not one of the candidates; using the first", w)

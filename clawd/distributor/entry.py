@@ -54,7 +54,7 @@ class Entry:
         self.attempt = attempt
         self.history: list[dict[str, Any]] = history if history is not None else []
         #: dispatches that count against max_attempts (a hand-back does not)
-        self.spent = spent_attempts(attempt, self.history)
+        self.spent = spent_attempts(attempt, history) if history else attempt
         self.state = State.QUEUED
         self.lease_until = 0.0
         self.enqueued_at = clock.monotonic()

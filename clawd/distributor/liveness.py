@@ -31,11 +31,8 @@ class Liveness:
     def timeout(self) -> float:
         return float(self.life.config.distributor.liveness_timeout)
 
-    def worker_status(
-        self, worker_id: str, status: WorkerStatus, *, retained: bool = False
-    ) -> bool:
-        """A status (``retained``: one the broker kept, read on subscribing); True when it
-        announced a task type not known before."""
+    def worker_status(self, worker_id: str, status: WorkerStatus) -> bool:
+        """A (retained) status; True when it announced a task type not known before."""
         w = self.fleet.get(worker_id)
         if w.online and status.session != w.session:
             # the worker restarted with the same id: what it ran before is gone
@@ -52,13 +49,9 @@ class Liveness:
         else:
             if w.online or w.grants:
                 log.info("worker %s %s", worker_id, status.reason or "offline")
+            # counted from now, not from the status's "since": a Last Will carries the
+            # time its worker connected, not the time it died
             w.set_online(False)
-            if retained and status.since is not None:
-                # a retained status seen after a restart: it went offline back then (a
-                # live one says nothing about when: a Last Will's "since" is the time it
-                # was registered, at connect, not the time the worker died)
-                ago = max(0.0, clock.wall() - status.since)
-                w.offline_since = min(w.offline_since, clock.monotonic() - ago)
             if w.grants:
                 self.life.lose(w, status.reason or "offline", lost=status.reason == "lost")
         return new_types

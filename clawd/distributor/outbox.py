@@ -13,7 +13,7 @@ import logging
 from collections import deque
 from typing import Any
 
-from clawd.envelope import encode
+from clawd.envelope import encode, excerpt
 from clawd.journal import Journal
 from clawd.topics import Topics
 
@@ -34,6 +34,14 @@ class Outbox:
     def publish(self, topic: str, payload: bytes, **kw: Any) -> None:
         """Stage a publish (``track=<task id>`` makes it a tracked result)."""
         self._out.append((topic, payload, kw))
+
+    def error(self, error: str, topic: str, payload: bytes, task_id: str | None = None) -> None:
+        """Report a message that could not be used on ``<prefix>/errors`` (and the log)."""
+        doc: dict[str, Any] = {"error": error, "topic": topic, "payload_excerpt": excerpt(payload)}
+        if task_id:
+            doc["id"] = task_id
+        log.warning("rejected message on %s: %s", topic, error)
+        self._out.append((self.topics.errors, encode(doc), {}))
 
     def ack(self, mid: int, qos: int) -> None:
         """Stage the acknowledgement of an inbound message."""

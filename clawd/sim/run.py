@@ -25,11 +25,12 @@ from clawd import clock as clawd_clock
 from clawd.plugins import Plugins
 from clawd.sim import internals, invariants
 from clawd.sim.broker import Packet, SimBroker
+from clawd.sim.chaos import Chaos
 from clawd.sim.clock import SimClock
 from clawd.sim.config import FORGET, sim_config
-from clawd.sim.faults import SCHEDULED, Faults, Profile
+from clawd.sim.faults import Faults, Profile
 from clawd.sim.ledger import Ledger
-from clawd.sim.nodes import DistributorNode, Node, ProducerNode, WorkerNode
+from clawd.sim.nodes import DistributorNode, ProducerNode, WorkerNode
 from clawd.sim.transport import SimDelivery, SimTransport
 from clawd.sim.workload import SimHandlers, Submission, draw
 from clawd.strategies import builtin
@@ -100,8 +101,6 @@ class Simulation:
         self.ledger = Ledger(Topics(self.config.broker.prefix))
         self.ledger.now = lambda: self.clock.elapsed
         self.broker = SimBroker(self.clock, self.faults, keepalive=self.keepalive, tap=self._tap)
-        self.faults.on_dup = self._dup
-        self.faults.on_late = self._late
         plugins = self.plugins = Plugins(self.config)
         plugins.register_object(SimHandlers(), "sim")
         plugins.register_object(builtin, "strategies")
@@ -116,6 +115,7 @@ class Simulation:
         self._digest = hashlib.blake2b(digest_size=8)
         #: task ids whose every message and execution is printed (``--trace``)
         self.trace = self.ledger.trace
+        self.chaos = Chaos(self)
 
     # -- observation ---------------------------------------------------------------------
 
@@ -138,52 +138,12 @@ class Simulation:
     def _sent(self, pkt: Packet, publisher: str) -> None:
         self._trace(pkt, publisher, "sends")
 
-    def _dup(self, pkt: Packet) -> None:
-        self.ledger.expose(self.ledger.dispatch_ids(pkt))
-
-    def _late(self, client_id: str, pkt: Packet | None) -> None:
-        if pkt is not None:
-            self.ledger.expose(self.ledger.dispatch_ids(pkt))
-        if client_id.startswith("clawd-worker-"):
-            self.ledger.expose(self.ledger.in_flight(client_id.removeprefix("clawd-worker-")))
-        elif client_id.startswith("clawd-distributor-"):
-            self.ledger.expose(self.ledger.in_flight())
-
     def fault(self, kind: str, target: str | None = None, lasts: float = 0.0) -> None:
-        """Count a fault and expose the tasks in flight where it hits (``target``: one
-        worker; None: everywhere), and those that get there while it ``lasts``."""
-        self.faults.count(kind)
-        exposed = set(self.ledger.in_flight(target))
-        self.ledger.expose(sorted(exposed))
-        self._told(kind, target, exposed)
-        mark = len(self.ledger.dispatch_log)
-        self.clock.after(lasts, lambda: self._fault_ending(kind, target, exposed, mark))
+        """Count a fault and expose the tasks it puts at risk (see :mod:`clawd.sim.chaos`)."""
+        self.chaos.fault(kind, target, lasts)
 
-    def _fault_ending(self, kind: str, target: str | None, exposed: set[str], mark: int) -> None:
-        """The fault is over once the node it hit is connected again (a reconnect may wait
-        out a backoff); the distributor then takes up to a liveness timeout to judge what
-        happened meanwhile: everything dispatched there until then was at risk too."""
-        node = self.distributor if target is None else self._worker(target)
-        t = node.transport
-        if node.alive and not (t is not None and t.connected.is_set()):
-            self.clock.after(0.1, lambda: self._fault_ending(kind, target, exposed, mark))
-            return
-        notice = self.config.distributor.liveness_timeout
-        self.clock.after(notice, lambda: self._fault_over(kind, target, exposed, mark))
-
-    def _worker(self, worker_id: str) -> WorkerNode:
+    def worker(self, worker_id: str) -> WorkerNode:
         return next(n for n in self.workers if n.worker_id == worker_id)
-
-    def _fault_over(self, kind: str, target: str | None, exposed: set[str], mark: int) -> None:
-        led = self.ledger
-        more = (set(led.in_flight(target)) | set(led.dispatched_since(mark, target))) - exposed
-        led.expose(sorted(more))
-        self._told(f"{kind} over", target, more)
-
-    def _told(self, kind: str, target: str | None, exposed: set[str]) -> None:
-        if self.trace:
-            hit = sorted(self.trace & exposed)
-            print(f"{self.clock.elapsed:9.3f} FAULT {kind} on {target or 'all'} (exposes {hit})")
 
     # -- the producer --------------------------------------------------------------------
 
@@ -192,7 +152,7 @@ class Simulation:
         assert t is not None
         return t
 
-    def _submit(self, sub: Submission) -> None:
+    def submit(self, sub: Submission) -> None:
         topic = self.ledger.topics.tasks(sub.lane)
         delivery = self.producer.publish_tracked(topic, msgspec.json.encode(sub.envelope))
         self._pending.append((sub.id, delivery))
@@ -205,77 +165,6 @@ class Simulation:
             else:
                 still.append((task_id, delivery))
         self._pending = still
-
-    # -- faults --------------------------------------------------------------------------
-
-    def _schedule_faults(self, end: float) -> None:
-        for kind in SCHEDULED:
-            for _ in range(self.profile.counts[kind]):
-                self.clock.at(self.clock.now + self.rng.uniform(1.0, end), self._injector(kind))
-
-    def _injector(self, kind: str) -> Any:
-        return lambda: self._inject(kind)
-
-    def _inject(self, kind: str) -> None:
-        rng = self.rng
-        up = [n for n in self.workers if n.alive]
-        if kind == "worker_retire":
-            if len(up) >= 2:
-                gone = rng.choice(up)
-                self.fault(kind, gone.worker_id)
-                gone.retired = True
-                gone.crash(reset=rng.random() < 0.5)
-        elif kind == "distributor_crash":
-            if self.distributor.alive:
-                down = rng.uniform(0.1, 3.0)
-                self.fault(kind, lasts=down)
-                self.distributor.crash()
-                self.clock.after(down, self.distributor.start)
-        elif kind == "broker_restart":
-            if self.broker.up:
-                down = rng.uniform(0.3, 4.0)
-                self.fault(kind, lasts=down)
-                self.broker.restart(down)
-        elif kind == "resubmit":
-            done = [s for s in self.workload if s.id in self.ledger.acked]
-            if done:
-                self.faults.count(kind)
-                self._submit(rng.choice(done))
-        elif kind == "client_drop":
-            nodes: list[Node] = [n for n in (self.distributor, *self.workers) if n.alive]
-            node = rng.choice(nodes) if nodes else None
-            conn = node.transport.conn if node is not None and node.transport else None
-            if node is not None and conn is not None:
-                self.fault(kind, None if node is self.distributor else node.name)
-                self.broker.drop(conn)
-        elif up:
-            self._hit_worker(kind, rng.choice(up))
-
-    def _hit_worker(self, kind: str, node: WorkerNode) -> None:
-        rng = self.rng
-        if kind == "worker_drain" and node.w is not None and node.w.draining:
-            return  # already stopping
-        lasts = {
-            "worker_crash": rng.uniform(0.1, 3.0),
-            # a frozen host: the broker still holds the old connection when it comes back
-            "worker_takeover": rng.uniform(0.05, 1.0),
-            "worker_stall": rng.uniform(0.5, 8.0),
-            "worker_partition": rng.uniform(0.5, 8.0),
-            "worker_drain": rng.uniform(2.5, 5.0),
-        }[kind]
-        self.fault(kind, node.worker_id, lasts)
-        if kind in ("worker_crash", "worker_takeover"):
-            node.crash(reset=kind == "worker_crash")
-            self.clock.after(lasts, node.start)
-        elif kind == "worker_stall":
-            node.stalled_until = self.clock.now + lasts
-        elif kind == "worker_partition":
-            assert node.transport is not None
-            node.transport.partitioned_until = self.clock.now + lasts
-        elif kind == "worker_drain":
-            node.begin_drain()
-            self.clock.after(rng.uniform(0.0, 2.0), node.finish_drain)
-            self.clock.after(lasts, node.start)
 
     # -- the run -------------------------------------------------------------------------
 
@@ -293,7 +182,7 @@ class Simulation:
         for sub in self.workload:
             clk.at(start + sub.at, self._submitter(sub))
         fault_end = start + self.window + 5.0
-        self._schedule_faults(fault_end - clk.now)
+        self.chaos.schedule(fault_end - clk.now)
         clk.run_until(fault_end)
         self.faults.end()
         clk.run_until(fault_end + 10.0)
@@ -321,7 +210,7 @@ class Simulation:
         return self._report()
 
     def _submitter(self, sub: Submission) -> Any:
-        return lambda: self._submit(sub)
+        return lambda: self.submit(sub)
 
     def _all_done(self) -> bool:
         self._settle_acks()

@@ -118,6 +118,10 @@ class Liveness:
         prefix = self.life.topics.prefix
         for worker_id in gone:
             keys = self.life.breakers.worker_keys(worker_id)
+            # a previous incarnation of this distributor may have retained a breaker state
+            # this one never saw: clear the topic of every type the worker announced
+            announced = self.fleet.workers[worker_id].handlers
+            keys += sorted({f"worker/{worker_id}/{t}" for t in announced} - set(keys))
             self.life.breakers.forget_worker(worker_id)
             self.fleet.forget(worker_id)
             metrics.forget_worker(worker_id)

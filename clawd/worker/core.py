@@ -34,7 +34,9 @@ log = logging.getLogger("clawd.worker")
 class Worker:
     """One worker. Construct, give it a transport (``attach``), call ``run_once``."""
 
-    def __init__(self, config: Any, plugins: Any) -> None:
+    def __init__(self, config: Any, plugins: Any, *, pool: Any = None) -> None:
+        """``pool`` runs the handlers (default: a thread/process :class:`Pool`; a
+        simulation passes one that runs them in simulated time)."""
         self.config = config
         self.plugins = plugins
         self.id: str = config.worker.id
@@ -50,7 +52,7 @@ class Worker:
         self.session = uuid.uuid4().hex[:12]
         #: grants (Message) from poll(), finished tasks (tuples) from the pool's threads
         self.inbox: deque[Any] = deque()
-        self.pool = Pool(high)
+        self.pool = Pool(high) if pool is None else pool
         #: task id -> (attempt, ctx, deadline or None)
         self.running: dict[str, tuple[int, TaskContext, float | None]] = {}
         self.transport: Any = None
@@ -150,7 +152,7 @@ class Worker:
         if self.scaler.enabled and now >= self._next_scale:
             self._next_scale = now + 1.0
             self._rescale()
-        if self._outcomes or now >= self._next_report:
+        if self._outcomes or self._refused or now >= self._next_report:
             self._report(now)
         return handled
 
@@ -197,15 +199,18 @@ class Worker:
         prior = self.running.get(task.id)
         if prior is not None and prior[0] >= task.attempt:
             return  # a redelivered grant of something already running
+        if self.draining:
+            # handed back, not failed: a refusal must not burn an attempt or trip a breaker
+            self._refused.append([task.id, task.attempt])
+            return
         spec = self.plugins.handlers.get(task.type)
-        if spec is None or self.draining:
-            why = "draining" if self.draining else f"no handler for type {task.type!r} here"
+        if spec is None:
             self._outcomes.append(
                 {
                     "id": task.id,
                     "attempt": task.attempt,
                     "status": "error",
-                    "error": why,
+                    "error": f"no handler for type {task.type!r} here",
                     "retryable": True,
                     "ms": 0.0,
                 }
@@ -253,8 +258,8 @@ class Worker:
 
     def _done(self, task_id: str, attempt: int, out: Outcome, seconds: float, ctx: Any) -> None:
         current = self.running.get(task_id)
-        if current is None or current[0] != attempt:
-            return  # already reported (timed out) or superseded
+        if current is None or current[0] != attempt or current[1] is not ctx:
+            return  # already reported (timed out), superseded, or an abandoned run
         del self.running[task_id]
         self._finish(task_id, attempt, out, seconds, ctx)
 
@@ -287,10 +292,12 @@ class Worker:
             "outcomes": self._outcomes,
             "running": [[tid, a] for tid, (a, _, _) in self.running.items()],
         }
+        handback = (handback or []) + self._refused
         if handback:
             doc["handback"] = handback
         self.transport.publish(self.topics.done(self.id), encode(doc))
         self._outcomes = []
+        self._refused = []
         self._next_report = now + self.heartbeat
 
     # -- stopping ------------------------------------------------------------------------
@@ -302,9 +309,9 @@ class Worker:
         end = clock.monotonic() + timeout
         while self.running and clock.monotonic() < end:
             self.run_once(0.05)
-        handback = [[tid, a] for tid, (a, _, _) in self.running.items()] + self._refused
-        if handback:
-            log.info("handing back %d unfinished task(s)", len(handback))
+        handback = [[tid, a] for tid, (a, _, _) in self.running.items()]
+        if handback or self._refused:
+            log.info("handing back %d unfinished task(s)", len(handback) + len(self._refused))
         self.running.clear()
         self._report(clock.monotonic(), handback)
         self.transport.publish(

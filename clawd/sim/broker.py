@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from clawd.message import Message
 from clawd.sim.clock import SimClock
 from clawd.sim.faults import Faults
 from clawd.sim.net import Connection, Net
-from clawd.transport import Message
 
 
 @dataclass

@@ -16,10 +16,11 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+from clawd.connection import Will
+from clawd.message import Message
 from clawd.sim.broker import Packet, SimBroker
 from clawd.sim.clock import SimClock
 from clawd.sim.net import Connection
-from clawd.transport import Message, Will
 
 #: the real transport's cap on the reconnect backoff, seconds
 MAX_BACKOFF = 30.0

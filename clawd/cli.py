@@ -15,6 +15,7 @@ import click
 from clawd import __version__
 from clawd import broker as embedded
 from clawd import config as cfgmod
+from clawd.cli_cancel import cancel_command
 from clawd.cli_common import EX_CONFIG, EX_UNAVAILABLE, config_of, fail
 from clawd.cli_dlq import dlq_group
 from clawd.cli_task import task_command
@@ -493,6 +494,7 @@ def systemd_reload(pid: int, state_dir: str, timeout: float) -> None:
 
 cli.add_command(dlq_group)
 cli.add_command(task_command)
+cli.add_command(cancel_command)
 
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -23,6 +23,7 @@ from clawd.distributor.lifecycle import Lifecycle
 from clawd.distributor.liveness import Liveness
 from clawd.distributor.metrics import Metrics
 from clawd.distributor.outbox import Outbox
+from clawd.distributor.schedules import Schedules
 from clawd.distributor.tasks import TaskTable
 from clawd.envelope import encode
 from clawd.journal import Journal
@@ -73,6 +74,7 @@ class Distributor:
         self.liveness = Liveness(self.fleet, self.life)
         self.transport: Any = None
         self.admission = Admission(self.tasks, self.outbox, self.metrics)
+        self.schedules = Schedules(config, journal, self.admission)
         self._next_tick = 0.0
         self.draining = False
         self.pending_reload: tuple[Any, Any] | None = None
@@ -89,6 +91,7 @@ class Distributor:
             config.distributor.strategy, dict(config.distributor.strategy_options)
         )
         self.breakers.configure(config.breakers)
+        self.schedules.configure(config)
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -157,6 +160,7 @@ class Distributor:
 
     def _tick(self, now: float) -> None:
         self.tasks.promote_due(now)
+        self.schedules.tick(clock.wall())
         if self._link_up(now):
             self.liveness.tick(now)
             if self.liveness.forget_departed(now, self.outbox, self.metrics):
@@ -213,6 +217,7 @@ class Distributor:
                     tasks=self.tasks,
                     fleet=self.fleet,
                     outbox=self.outbox,
+                    life=self.life,
                 )
         except Unreadable as exc:
             self._error(exc.error, msg.topic, msg.payload)

@@ -332,11 +332,21 @@ class Journal:
         ]
 
     def open_task(self, task_id: str) -> Task | None:
-        """An open task's body, or None when it is not open."""
+        """An open task's body, or None when it is not open (a finish staged in this
+        turn counts: it is not open any more)."""
+        if self.staged_result(task_id) is not None:
+            return None
         row = self.db.execute(
             "SELECT body FROM tasks WHERE id=? AND state='queued'", (task_id,)
         ).fetchone()
         return _task(row[0]) if row else None
+
+    def staged_result(self, task_id: str) -> dict[str, Any] | None:
+        """The terminal result staged for ``task_id`` in this turn, not yet committed."""
+        for row in reversed(self._finished):
+            if row[-1] == task_id:
+                return decode(row[1])  # type: ignore[no-any-return]
+        return None
 
     def lanes_with_open(self) -> list[str]:
         return [

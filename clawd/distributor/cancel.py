@@ -35,8 +35,9 @@ def cancel(ids: list[str], *, tasks: TaskTable, fleet: Fleet, life: Lifecycle) -
             answer["cancelled"].append(task_id)
             continue
         known = tasks.journal.lookup_many([task_id]).get(task_id)
-        if known is not None and known[1] is not None:
-            answer["finished"][task_id] = known[1].get("status", known[0])
+        result = tasks.journal.staged_result(task_id) or (known[1] if known else None)
+        if result is not None:
+            answer["finished"][task_id] = result.get("status", "done")
         else:
             answer["unknown"].append(task_id)
     return answer

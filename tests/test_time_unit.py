@@ -13,7 +13,7 @@ import pytest
 from clawd import clock, wire
 from clawd.distributor.entry import State
 from tests.memory import FakeClock
-from tests.test_distributor_unit import P, Harness, ok
+from tests.test_distributor_unit import Harness, P, ok
 
 
 @pytest.fixture

@@ -118,3 +118,33 @@ def test_the_slot_id_is_deterministic() -> None:
     a = schedule.build(every(60), "tick", 6000.0, lanes=lanes, default_lane="normal")
     b = schedule.build(every(60), "tick", 6000.0, lanes=lanes, default_lane="normal")
     assert a.id == b.id == "schedule:tick:6000"
+
+
+@pytest.mark.parametrize(
+    "expr",
+    ["*/7 */5 * * *", "0 12 1-7 * fri", "15 3 29 2 *", "0 0 * * 6,0", "59 23 31 */2 *"],
+)
+def test_next_after_agrees_with_a_minute_by_minute_walk(expr: str) -> None:
+    c = Cron(expr)
+
+    def matches(t: datetime.datetime) -> bool:
+        return (
+            t.minute in c.minutes
+            and t.hour in c.hours
+            and t.month in c.months
+            and c._day_ok(t.date())
+        )
+
+    start = datetime.datetime(2027, 12, 20, tzinfo=UTC)
+    walked, t = [], start
+    while len(walked) < 3 and t.year < 2029:
+        t += datetime.timedelta(minutes=1)
+        if matches(t):
+            walked.append(t.timestamp())
+    found, at = [], start.timestamp()
+    for _ in walked:
+        nxt = c.next_after(at)
+        assert nxt is not None
+        found.append(nxt)
+        at = nxt
+    assert found == walked

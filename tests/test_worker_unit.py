@@ -104,3 +104,23 @@ def test_an_unreadable_grant_does_not_stop_the_worker(tmp_path: Path) -> None:
     assert [e["topic"] for e in errors] == [f"{P}/_/w/w1/tasks"] * 2
     assert [e["payload_excerpt"] for e in errors] == ["[]", '{"tasks": [{"id": "x"}]}']
     assert "unreadable dispatch message" in errors[0]["error"]
+
+
+def test_a_cancelled_dispatch_frees_its_slot_and_reports_nothing(tmp_path: Path) -> None:
+    w, t, gate = make(tmp_path)
+    grant(t, ("t1", 2))
+    w.run_once(0)
+    assert gate.started.wait(10)
+    # a stale cancel (an older attempt) changes nothing
+    t.deliver(f"{P}/_/w/w1/tasks", b'{"tasks": [], "cancel": [["t1", 1]]}')
+    w.run_once(0)
+    assert "t1" in w.running
+    t.deliver(f"{P}/_/w/w1/tasks", b'{"tasks": [], "cancel": [["t1", 2]]}')
+    w.run_once(0)
+    assert "t1" not in w.running  # the slot is free at once; the thread is abandoned
+    gate.release.set()
+    grant(t, ("t2", 1))
+    run_until(w, t, lambda: any(o.id == "t2" for r in reports(t) for o in r.outcomes))
+    outcomes = [o.id for r in reports(t) for o in r.outcomes]
+    assert outcomes == ["t2"]
+    assert ("t1", 2) not in reports(t)[-1].running

@@ -264,3 +264,56 @@ def test_catch_up_after_the_distributor_was_down(
     ids = {i for (i,) in again.journal.db.execute("SELECT id FROM tasks")}
     expected = {f"schedule:tick:{slot}"} | ({f"schedule:tick:{latest}"} if fired else set())
     assert ids == expected
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_interleavings_of_cancel_delay_and_outcomes_end_each_task_once(
+    tmp_path: Path, clk: FakeClock, seed: int
+) -> None:
+    """Submissions (some delayed), cancels, outcomes (some stale) and clock moves in a
+    seeded random order: every task ends exactly once, and a cancelled one never runs
+    again afterwards."""
+    import random
+
+    rng = random.Random(seed)
+    h = Harness(tmp_path, clk)
+    h.online("w1", capacity=3)
+    ids = [f"t{i}" for i in range(8)]
+    for tid in ids:
+        h.submit(
+            {
+                "type": "job",
+                "id": tid,
+                **({"delay": rng.choice([1, 5])} if rng.random() < 0.4 else {}),
+            }
+        )
+    h.turn()
+    running: dict[str, int] = {}
+    cancelled: set[str] = set()
+    for _ in range(60):
+        for tid, attempt in h.granted("w1"):
+            assert tid not in cancelled, f"{tid} dispatched after it was cancelled"
+            running[tid] = attempt
+        op = rng.random()
+        if op < 0.3 and running:
+            tid = rng.choice(sorted(running))
+            h.report("w1", outcomes=[ok(tid, running.pop(tid))], running=[])
+        elif op < 0.5:
+            tid = rng.choice(ids)
+            h.t.deliver(f"{P}/_/control", json.dumps({"cmd": "cancel", "ids": [tid]}))
+            if tid in h.d.entries:
+                cancelled.add(tid)
+            running.pop(tid, None)
+        else:
+            h.report("w1", running=[[t, a] for t, a in running.items()])
+        h.turn(advance=rng.choice([0.0, 0.5, 2.0]))
+    while h.d.entries:  # finish what is left
+        for tid, attempt in h.granted("w1"):
+            running[tid] = attempt
+        h.report("w1", outcomes=[ok(t, a) for t, a in running.items()], running=[])
+        running.clear()
+        h.turn(advance=1.0)
+    for tid in ids:
+        docs = h.results(tid)
+        assert len(docs) == 1, (tid, docs)
+        assert (docs[0]["status"] == "cancelled") == (tid in cancelled)

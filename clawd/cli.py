@@ -120,6 +120,10 @@ def _parse_input(text: str) -> Any:
 @click.option("--id", "task_id", help="Task id (default: generated).")
 @click.option("--requires", multiple=True, help="Capability the worker must have (repeatable).")
 @click.option("--timeout", type=float, help="Handler time limit in seconds.")
+@click.option("--delay", type=float, help="Start no earlier than this many seconds from now.")
+@click.option(
+    "--not-before", help="Start no earlier than this: epoch seconds or RFC 3339 (with a zone)."
+)
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option(
     "--wait-timeout", type=float, default=None, help="Give up waiting after this many seconds."
@@ -135,6 +139,8 @@ def submit(
     task_id: str | None,
     requires: tuple[str, ...],
     timeout: float | None,
+    delay: float | None,
+    not_before: str | None,
     wait: bool,
     wait_timeout: float | None,
     as_json: bool,
@@ -157,9 +163,14 @@ def submit(
         "type": type_,
         "input": _parse_input(input_) if input_ is not None else None,
     }
-    for key, value in (("id", task_id), ("lane", lane), ("timeout", timeout)):
+    for key, value in (("id", task_id), ("lane", lane), ("timeout", timeout), ("delay", delay)):
         if value is not None:
             env[key] = value
+    if not_before is not None:
+        try:
+            env["not_before"] = float(not_before)
+        except ValueError:
+            env["not_before"] = not_before  # RFC 3339: the distributor checks it
     if requires:
         env["requires"] = list(requires)
     results = submit_many(cfg, [env], wait=wait, timeout=wait_timeout)

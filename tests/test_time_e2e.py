@@ -238,3 +238,42 @@ def test_cancel_racing_completion_ends_with_exactly_one_result(
     out = run_cli("-c", str(cfg), "task", "race", "--json", env=clawd_env)
     assert json.loads(out.stdout)["result"]["status"] == doc["status"]
     results.close()
+
+
+def test_clawd_submit_delay_and_not_before(
+    broker: Broker, make_config: Any, start_clawd: Any, tmp_path: Path, clawd_env: Any
+) -> None:
+    cfg = held_config(make_config, tmp_path)
+    start_clawd("-c", str(cfg), "run")
+    out = run_cli(
+        "-c",
+        str(cfg),
+        "submit",
+        "held",
+        "--id",
+        "cli-1",
+        "--delay",
+        "1",
+        "--wait",
+        "--json",
+        env=clawd_env,
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["status"] == "ok" and doc["started_at"] >= doc["submitted_at"] + 1
+    out = run_cli(
+        "-c",
+        str(cfg),
+        "submit",
+        "held",
+        "--id",
+        "cli-2",
+        "--not-before",
+        "noon",
+        "--wait",
+        "--json",
+        env=clawd_env,
+    )
+    assert out.returncode == 1
+    doc = json.loads(out.stdout)
+    assert doc["status"] == "rejected" and "is not an RFC 3339 date-time" in doc["error"]

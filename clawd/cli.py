@@ -15,6 +15,7 @@ import click
 from clawd import __version__
 from clawd import broker as embedded
 from clawd import config as cfgmod
+from clawd.cli_cancel import cancel_command
 from clawd.cli_common import EX_CONFIG, EX_UNAVAILABLE, config_of, fail
 from clawd.cli_dlq import dlq_group
 from clawd.cli_events import VERBS as EVENT_VERBS
@@ -122,6 +123,10 @@ def _parse_input(text: str) -> Any:
 @click.option("--id", "task_id", help="Task id (default: generated).")
 @click.option("--requires", multiple=True, help="Capability the worker must have (repeatable).")
 @click.option("--task-timeout", "timeout", type=float, help="Handler time limit in seconds.")
+@click.option("--delay", type=float, help="Start no earlier than this many seconds from now.")
+@click.option(
+    "--not-before", help="Start no earlier than this: epoch seconds or RFC 3339 (with a zone)."
+)
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option(
     "--timeout",
@@ -142,6 +147,8 @@ def submit(
     task_id: str | None,
     requires: tuple[str, ...],
     timeout: float | None,
+    delay: float | None,
+    not_before: str | None,
     wait: bool,
     wait_timeout: float | None,
     as_json: bool,
@@ -164,9 +171,14 @@ def submit(
         "type": type_,
         "input": _parse_input(input_) if input_ is not None else None,
     }
-    for key, value in (("id", task_id), ("lane", lane), ("timeout", timeout)):
+    for key, value in (("id", task_id), ("lane", lane), ("timeout", timeout), ("delay", delay)):
         if value is not None:
             env[key] = value
+    if not_before is not None:
+        try:
+            env["not_before"] = float(not_before)
+        except ValueError:
+            env["not_before"] = not_before  # RFC 3339: the distributor checks it
     if requires:
         env["requires"] = list(requires)
     try:
@@ -512,6 +524,7 @@ cli.add_command(task_command)
 for _verb in EVENT_VERBS:
     cli.add_command(_verb)
 accept_config_anywhere(cli)
+cli.add_command(cancel_command)
 
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

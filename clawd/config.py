@@ -23,6 +23,8 @@ from clawd.config_files import Origins, dropins, merge, read_toml
 from clawd.config_sample import SAMPLE as SAMPLE  # re-exported: `clawd config init`
 from clawd.durations import parse_duration
 from clawd.errors import ConfigError
+from clawd.schedule import ScheduleConfig
+from clawd.schedule import problems as schedule_problems
 
 DEFAULT_PATH = Path("/etc/clawd/clawd.toml")
 #: sysexits EX_CONFIG: systemd's RestartPreventExitStatus=78 stops a restart loop on it
@@ -264,6 +266,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     breakers: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     #: ``[handlers.<type>]`` settings, and ``[handlers.exec.<type>]`` commands
     handlers: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: ``[schedules.<name>]``: tasks submitted periodically (clawd.schedule)
+    schedules: dict[Name, ScheduleConfig] = msgspec.field(default_factory=dict)
     #: where the config came from (not a TOML key)
     sources: list[str] = msgspec.field(default_factory=list)
 
@@ -352,6 +356,7 @@ def _build(
     check_config(cfg, p, env)
     _check_scaling(cfg, p)
     _check_breakers(cfg, p)
+    _check_schedules(cfg, p)
     if p.messages:
         raise ConfigError(p.messages)
     return cfg
@@ -428,6 +433,22 @@ def _check_breakers(cfg: Config, p: Problems) -> None:
             key = "minimum_calls" if over.minimum_calls is not None else "window"
             msg = f"minimum_calls ({s.minimum_calls}) must be <= window ({s.window}): {never}"
             p.add((*path, key), msg)
+
+
+def _check_schedules(cfg: Config, p: Problems) -> None:
+    """Each ``[schedules.<name>]``: one of every/cron, a valid expression, a valid task."""
+    if not p.ok(("schedules",), ("lanes",), ("distributor", "default_lane")):
+        return
+    for name, sc in cfg.schedules.items():
+        path = ("schedules", name)
+        if not p.ok(path):
+            continue
+        found = schedule_problems(sc, lanes=cfg.lanes, default_lane=cfg.distributor.default_lane)
+        for key, msg in found:
+            if (*path, key) in p.origins:
+                p.add((*path, key), msg)
+            else:
+                p.add(path, msg, table=True)
 
 
 def load(path: str | None = None, env: Mapping[str, str] = os.environ) -> Config:

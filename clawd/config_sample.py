@@ -188,4 +188,15 @@ hold_seconds = 60.0
 # env = { LC_ALL = "C" }                     # environment added for the command
 # max_output = 1048576                       # bytes of output kept
 # description = "upper-cases its input"      # one line about the task type
+
+# A task submitted periodically: [schedules.<name>] with every (seconds; slots are the
+# multiples of it since the epoch, UTC) or cron (5 fields, UTC), and the task envelope.
+# Each slot runs once: its task id is schedule:<name>:<slot epoch seconds>.
+# [schedules.nightly-report]
+# cron = "30 2 * * *"                          # minute hour day-of-month month day-of-week
+# task = { type = "shout", input = "report", lane = "low" }
+# catch_up = "skip"    # a slot missed while clawd was down: "skip" it, or "run_once"
+# [schedules.heartbeat]
+# every = 300
+# task = { type = "compute", input = "1+1" }
 """

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import msgspec
 
 from clawd import clock
+from clawd.timing import BadTime, start_time
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
@@ -53,6 +54,10 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True):
     ttl: PositiveFloat | None = None
     #: relative cost hint for strategies
     cost: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    #: seconds to wait before the task may start (see clawd.timing)
+    delay: Any = None
+    #: the earliest start: epoch seconds or an RFC 3339 date-time
+    not_before: Any = None
 
 
 class Task(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -68,6 +73,8 @@ class Task(msgspec.Struct, omit_defaults=True, kw_only=True):
     meta: dict[str, Any] | None = None
     cost: float | None = None
     expires_at: float | None = None
+    #: epoch seconds before which it is not dispatched (``delay`` or ``not_before``)
+    not_before: float | None = None
     submitted_at: float = 0.0
     attempt: int = 0
 
@@ -335,6 +342,10 @@ def _build(
         if not NAME_PATTERN.match(req):
             raise Rejected(f"invalid capability in requires: {req[:60]!r}")
     now = clock.wall() if now is None else now
+    try:
+        start = start_time(env.delay, env.not_before, now)
+    except BadTime as exc:
+        raise Rejected(str(exc)) from None
     ttls = [t for t in (env.ttl, expiry) if t]
     return Task(
         id=task_id,
@@ -346,7 +357,9 @@ def _build(
         max_attempts=env.max_attempts,
         meta=env.meta,
         cost=env.cost,
-        expires_at=now + min(ttls) if ttls else None,
+        # a time to live counts from when the task may start
+        expires_at=(start or now) + min(ttls) if ttls else None,
+        not_before=start,
         submitted_at=now,
     )
 

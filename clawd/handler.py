@@ -8,6 +8,7 @@ JSON-serialisable. To fail a task with a clear message raise :class:`clawd.error
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ class TaskContext:
     #: when the task was accepted (epoch seconds), and the worker running it
     submitted_at: float = 0.0
     worker: str = ""
+    #: set when the task is cancelled: a long handler may look and stop early (its
+    #: outcome no longer counts); exec commands are killed with their process group
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress (0.0-1.0); published on ``clawd/progress/<id>``."""

@@ -89,6 +89,9 @@ PRUNE_INDEX = (
     "CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL"
 )
 
+#: the last slot each periodic schedule fired (or let pass), so a restart never fires it again
+SCHEDULES = "CREATE TABLE IF NOT EXISTS schedules (name TEXT PRIMARY KEY, slot REAL NOT NULL)"
+
 #: ids per lookup query (SQLite allows 32 766 parameters)
 LOOKUP_CHUNK = 500
 
@@ -128,6 +131,7 @@ class Journal:
             self._migrate()
             self.db.executescript(SCHEMA)
             self.db.execute(PRUNE_INDEX)
+            self.db.execute(SCHEDULES)
         except sqlite3.Error as exc:
             raise JournalError(f"journal {path}: {exc}") from None
         self._adds: list[tuple[Any, ...]] = []
@@ -137,6 +141,7 @@ class Journal:
         self._requeued: list[tuple[int, bytes, str]] = []
         self._published: list[tuple[str]] = []
         self._histories: list[tuple[bytes, str]] = []
+        self._slots: list[tuple[str, float]] = []
         self.retention = retention
         #: ids a lookup found only in rows past the retention (not yet pruned): forgotten
         self._expired: set[str] = set()
@@ -213,6 +218,14 @@ class Journal:
         restart the hand-back still does not count against max_attempts."""
         self._histories.append((encode(history), task_id))
 
+    def schedule_slot(self, name: str, slot: float) -> None:
+        """A periodic schedule is done with ``slot`` (fired it, or let it pass)."""
+        self._slots.append((name, slot))
+
+    def schedule_slots(self) -> dict[str, float]:
+        """The last slot of every schedule, by name."""
+        return dict(self.db.execute("SELECT name, slot FROM schedules").fetchall())
+
     def published(self, task_id: str) -> None:
         """The broker acknowledged the task's result: it leaves the outbox."""
         self._published.append((task_id,))
@@ -227,6 +240,7 @@ class Journal:
             or self._requeued
             or self._histories
             or self._published
+            or self._slots
         )
 
     def commit(self) -> None:
@@ -265,6 +279,8 @@ class Journal:
                 db.executemany("UPDATE tasks SET history=? WHERE id=?", self._histories)
             if self._published:
                 db.executemany("UPDATE tasks SET published=1 WHERE id=?", self._published)
+            if self._slots:
+                db.executemany("INSERT OR REPLACE INTO schedules VALUES (?,?)", self._slots)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -278,6 +294,7 @@ class Journal:
         self._requeued.clear()
         self._histories.clear()
         self._published.clear()
+        self._slots.clear()
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -354,6 +371,23 @@ class Journal:
             (r[0], bytes(r[1]), float(r[2]))
             for r in self.db.execute("SELECT id, body, added_at FROM routes ORDER BY id")
         ]
+
+    def open_task(self, task_id: str) -> Task | None:
+        """An open task's body, or None when it is not open (a finish staged in this
+        turn counts: it is not open any more)."""
+        if self.staged_result(task_id) is not None:
+            return None
+        row = self.db.execute(
+            "SELECT body FROM tasks WHERE id=? AND state='queued'", (task_id,)
+        ).fetchone()
+        return _task(row[0]) if row else None
+
+    def staged_result(self, task_id: str) -> dict[str, Any] | None:
+        """The terminal result staged for ``task_id`` in this turn, not yet committed."""
+        for row in reversed(self._finished):
+            if row[-1] == task_id:
+                return decode(row[1])  # type: ignore[no-any-return]
+        return None
 
     def lanes_with_open(self) -> list[str]:
         return [

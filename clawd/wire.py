@@ -67,17 +67,20 @@ class Report(msgspec.Struct, kw_only=True):
     handback: list[Grant] = msgspec.field(default_factory=list)
 
 
-class Grants(msgspec.Struct):
-    """A dispatch message on ``<prefix>/_/dispatch/<worker>``."""
+class Grants(msgspec.Struct, kw_only=True):
+    """A dispatch message on ``<prefix>/_/dispatch/<worker>``: tasks to start, and
+    dispatches to stop (cancelled: ``[task id, attempt]``)."""
 
     tasks: list[Task]
+    cancel: list[Grant] = msgspec.field(default_factory=list)
 
 
 class Control(msgspec.Struct, kw_only=True):
     """An operator command on ``<prefix>/_/control``.
 
-    ``replay`` (``ids``, or every dead letter), ``purge``, and ``task`` (``id``): where a
-    task is, answered on the request's MQTT v5 response topic.
+    ``replay`` (``ids``, or every dead letter), ``purge``, ``task`` (``id``): where a
+    task is, answered on the request's MQTT v5 response topic, and ``cancel`` (``ids``),
+    answered there too when the request has one.
     """
 
     cmd: str
@@ -93,7 +96,7 @@ class Progress(msgspec.Struct, kw_only=True):
     id: str | None = None
 
 
-CONTROL_COMMANDS = ("replay", "purge", "task")
+CONTROL_COMMANDS = ("replay", "purge", "task", "cancel")
 
 _status = msgspec.json.Decoder(WorkerStatus).decode
 _report = msgspec.json.Decoder(Report).decode
@@ -129,6 +132,11 @@ def grants(payload: bytes) -> list[Task]:
     return _decode(_grants, "dispatch message", payload).tasks  # type: ignore[no-any-return]
 
 
+def dispatch(payload: bytes) -> Grants:
+    """Decode a dispatch message: tasks to start and dispatches to stop."""
+    return _decode(_grants, "dispatch message", payload)  # type: ignore[no-any-return]
+
+
 def control(payload: bytes) -> Control:
     """Decode an operator command; an unknown ``cmd`` is unreadable too."""
     cmd: Control = _decode(_control, "control command", payload)
@@ -138,6 +146,8 @@ def control(payload: bytes) -> Control:
         )
     if cmd.cmd == "task" and not cmd.id:
         raise Unreadable('control command "task" needs an "id"')
+    if cmd.cmd == "cancel" and not cmd.ids:
+        raise Unreadable('control command "cancel" needs "ids" (a non-empty list of task ids)')
     return cmd
 
 

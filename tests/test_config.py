@@ -349,10 +349,14 @@ def test_sample_loads_and_shows_the_true_defaults(tmp_path: Path, env: dict[str,
 @pytest.mark.skipif(not shutil.which("tr", path="/usr/bin"), reason="needs /usr/bin/tr")
 def test_sample_examples_load_when_uncommented(tmp_path: Path, env: dict[str, str]) -> None:
     head, mark, examples = SAMPLE.partition("# Settings for one task type")
-    text = head + mark + re.sub(r"^# (\[handlers|[a-z_]+ = )", r"\1", examples, flags=re.M)
+    text = (
+        head + mark + re.sub(r"^# (\[handlers|\[schedules|[a-z_]+ = )", r"\1", examples, flags=re.M)
+    )
     cfg = load(str(write(tmp_path / "clawd.toml", text)), env=env)
     assert cfg.exec_commands()["shout"].command == ["/usr/bin/tr", "a-z", "A-Z"]
     assert cfg.handler_config("compute").max_attempts == 3
+    assert cfg.schedules["nightly-report"].cron == "30 2 * * *"
+    assert cfg.schedules["heartbeat"].every == 300
 
 
 def schema_keys() -> set[str]:
@@ -371,6 +375,7 @@ def schema_keys() -> set[str]:
         "breakers.types.<type>": config.BreakerTypeConfig,
         "handlers.<type>": HandlerConfig,
         "handlers.exec.<type>": ExecConfig,
+        "schedules.<name>": config.ScheduleConfig,
     }
     for section, struct in sections.items():
         keys |= {f"{section}.{name}" for name in struct.__struct_fields__}

@@ -104,3 +104,68 @@ def test_an_unreadable_grant_does_not_stop_the_worker(tmp_path: Path) -> None:
     assert [e["topic"] for e in errors] == [f"{P}/_/w/w1/tasks"] * 2
     assert [e["payload_excerpt"] for e in errors] == ["[]", '{"tasks": [{"id": "x"}]}']
     assert "unreadable dispatch message" in errors[0]["error"]
+
+
+def test_a_cancelled_dispatch_frees_its_slot_and_reports_nothing(tmp_path: Path) -> None:
+    w, t, gate = make(tmp_path)
+    grant(t, ("t1", 2))
+    w.run_once(0)
+    assert gate.started.wait(10)
+    # a stale cancel (an older attempt) changes nothing
+    t.deliver(f"{P}/_/w/w1/tasks", b'{"tasks": [], "cancel": [["t1", 1]]}')
+    w.run_once(0)
+    assert "t1" in w.running
+    t.deliver(f"{P}/_/w/w1/tasks", b'{"tasks": [], "cancel": [["t1", 2]]}')
+    w.run_once(0)
+    assert "t1" not in w.running  # the slot is free at once; the thread is abandoned
+    gate.release.set()
+    grant(t, ("t2", 1))
+    run_until(w, t, lambda: any(o.id == "t2" for r in reports(t) for o in r.outcomes))
+    outcomes = [o.id for r in reports(t) for o in r.outcomes]
+    assert outcomes == ["t2"]
+    assert ("t1", 2) not in reports(t)[-1].running
+
+
+class Stuck:
+    """A process-isolated handler that never returns; it writes its pid first."""
+
+    def __init__(self, pidfile: Path) -> None:
+        self.pidfile = pidfile
+
+    def run(self, ctx: Any) -> None:
+        import os
+
+        self.pidfile.write_text(str(os.getpid()))
+        threading.Event().wait()
+
+    @hookimpl
+    def clawd_register_handlers(self, register: Any) -> None:
+        register("stuck", self.run, isolation="process")
+
+
+def test_a_cancelled_process_handler_is_killed(tmp_path: Path) -> None:
+    from tests.conftest import wait_until
+
+    cfg = config(tmp_path, '[worker]\nid = "w1"\nconcurrency = 1\n')
+    pidfile = tmp_path / "pid"
+    w = Worker(cfg, plugins(cfg, Stuck(pidfile)))
+    t = MemoryTransport(w.on_message)
+    w.attach(t)
+    doc = {"tasks": [Task(id="s", type="stuck", lane="normal", attempt=1)]}
+    t.deliver(f"{P}/_/w/w1/tasks", msgspec.json.encode(doc))
+    w.run_once(0)
+    wait_until(lambda: pidfile.exists() and pidfile.read_text(), what="the child to start")
+    pid = int(pidfile.read_text())
+    t.deliver(f"{P}/_/w/w1/tasks", b'{"tasks": [], "cancel": [["s", 1]]}')
+    w.run_once(0)
+    assert w.running == {}
+
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        return state == "Z"
+
+    wait_until(gone, what="the handler's process to be killed")
+    w.pool.shutdown()

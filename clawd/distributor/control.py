@@ -1,4 +1,5 @@
-"""Operator commands on ``<prefix>/_/control``: replay, purge, and ``task`` (where is it).
+"""Operator commands on ``<prefix>/_/control``: replay, purge, ``task`` (where is it) and
+``cancel``.
 
 ``task`` is a request: the answer goes to the request's MQTT v5 response topic (with its
 correlation data), because only the running distributor knows whether an open task is
@@ -11,7 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from clawd.distributor import cancel
 from clawd.distributor.fleet import Fleet
+from clawd.distributor.lifecycle import Lifecycle
 from clawd.distributor.outbox import Outbox
 from clawd.distributor.tasks import TaskTable
 from clawd.envelope import encode
@@ -21,13 +24,33 @@ from clawd.wire import Control, Unreadable
 log = logging.getLogger("clawd.distributor")
 
 
-def handle(cmd: Control, msg: Message, *, tasks: TaskTable, fleet: Fleet, outbox: Outbox) -> None:
+def handle(
+    cmd: Control,
+    msg: Message,
+    *,
+    tasks: TaskTable,
+    fleet: Fleet,
+    outbox: Outbox,
+    life: Lifecycle | None = None,
+) -> None:
     """Carry out one decoded command."""
     journal = tasks.journal
     if cmd.cmd == "replay":
         ids = cmd.ids or [d["id"] for d in journal.dead_letters()]
         for task_id in ids:
             replay(tasks, task_id)
+    elif cmd.cmd == "cancel" and life is not None:
+        answer = cancel.cancel(cmd.ids or [], tasks=tasks, fleet=fleet, life=life)
+        if msg.response_topic:
+            outbox.publish(
+                msg.response_topic,
+                encode(answer),
+                response_topic=None,
+                correlation=msg.correlation,
+            )
+        missed = [*answer["finished"], *answer["unknown"]]
+        if missed:
+            outbox.error(_not_cancelled(answer), msg.topic, msg.payload)
     elif cmd.cmd == "purge":
         journal.purge_dead(cmd.ids or None)
     elif cmd.cmd == "task":
@@ -68,3 +91,10 @@ def where(task_id: str, *, tasks: TaskTable, fleet: Fleet) -> dict[str, Any]:
         # open in the journal but not in memory: part of a lane's backlog still on disk
         return {"id": task_id, "state": "queued"}
     return {"id": task_id, "state": "done", "result": result}
+
+
+def _not_cancelled(answer: dict[str, Any]) -> str:
+    """One line naming the ids a cancel could not end, and why."""
+    parts = [f"{i} already finished ({s})" for i, s in answer["finished"].items()]
+    parts += [f"{i} is unknown" for i in answer["unknown"]]
+    return "cancel: " + "; ".join(parts)

@@ -23,6 +23,7 @@ from clawd.distributor.lifecycle import Lifecycle
 from clawd.distributor.liveness import Liveness
 from clawd.distributor.metrics import Metrics
 from clawd.distributor.outbox import Outbox
+from clawd.distributor.schedules import Schedules
 from clawd.distributor.tasks import TaskTable
 from clawd.envelope import encode
 from clawd.journal import Journal
@@ -75,6 +76,7 @@ class Distributor:
         self.transport: Any = None
         self.admission = Admission(self.tasks, self.outbox, self.metrics)
         self.routes = RuleTable(journal, self._clear_route)
+        self.schedules = Schedules(config, journal, self.admission)
         self._next_tick = 0.0
         self.draining = False
         self.pending_reload: tuple[Any, Any] | None = None
@@ -91,6 +93,7 @@ class Distributor:
             config.distributor.strategy, dict(config.distributor.strategy_options)
         )
         self.breakers.configure(config.breakers)
+        self.schedules.configure(config)
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -165,6 +168,7 @@ class Distributor:
     def _tick(self, now: float) -> None:
         self.tasks.promote_due(now)
         self.routes.tick()
+        self.schedules.tick(clock.wall())
         if self._link_up(now):
             self.liveness.tick(now)
             if self.liveness.forget_departed(now, self.outbox, self.metrics):
@@ -223,6 +227,7 @@ class Distributor:
                     tasks=self.tasks,
                     fleet=self.fleet,
                     outbox=self.outbox,
+                    life=self.life,
                 )
         except Unreadable as exc:
             self._error(exc.error, msg.topic, msg.payload)

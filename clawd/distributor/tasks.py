@@ -1,7 +1,10 @@
 """The task table: every open task, its state, and the only code that changes that state.
 
 An entry moves ``QUEUED -> RUNNING -> (DONE | DELAYED | QUEUED)`` and ``DELAYED ->
-QUEUED``. Each dispatch takes a new fencing token (``Entry.attempt``), which only goes
+QUEUED``; a task whose envelope put off its start (``delay``, ``not_before``) is admitted
+(and recovered after a restart) DELAYED until then; a cancel moves any open state to DONE.
+
+Each dispatch takes a new fencing token (``Entry.attempt``), which only goes
 up, across hand-backs, restarts and dead-letter replays: an outcome carrying an older
 token is about a dispatch that no longer counts. What the journal records (admission,
 each token, a hand-back, the terminal result, a replay) is staged here in the same call
@@ -34,6 +37,8 @@ class TaskTable:
         self.entries: dict[str, Entry] = {}
         #: (due, task id) of DELAYED entries, a heap
         self.delayed: list[tuple[float, str]] = []
+        #: ids of backlog tasks cancelled while still only in the journal: never paged in
+        self.dropped: set[str] = set()
 
     def get(self, task_id: str) -> Entry | None:
         return self.entries.get(task_id)
@@ -49,17 +54,25 @@ class TaskTable:
             lane.spilled = True
             return
         e = self.entries[task.id] = Entry(task, reply)
-        self.lanes.push(e)
+        self._place(e)
+
+    def _place(self, e: Entry) -> None:
+        """Queue a new or recovered entry, or hold it DELAYED until its ``not_before``."""
+        wait = (e.task.not_before or 0.0) - clock.wall()
+        if wait > 0:
+            self.delay(e, wait)
+        else:
+            self.lanes.push(e)
 
     def page_in(self, lane: Lane) -> int:
         """Load the next page of a spilled lane from the journal."""
         rows = self.journal.open_tasks(lane.name, after=lane.cursor, limit=WINDOW // 2)
         for seq, task, attempts, reply, history in rows:
             lane.cursor = seq
-            if task.id in self.entries:
+            if task.id in self.entries or task.id in self.dropped:
                 continue
             e = self.entries[task.id] = Entry(task, reply, attempts, history, seq)
-            self.lanes.push(e)
+            self._place(e)
         lane.spilled = len(rows) >= WINDOW // 2
         return len(rows)
 
@@ -133,7 +146,8 @@ class TaskTable:
         self.requeue(e, front=True)
 
     def delay(self, e: Entry, seconds: float) -> None:
-        """RUNNING -> DELAYED for ``seconds`` (a retry's backoff)."""
+        """RUNNING -> DELAYED for ``seconds`` (a retry's backoff), or a new or recovered
+        entry held until its ``not_before``."""
         e.state = State.DELAYED
         e.ready_at = clock.monotonic() + seconds
         heapq.heappush(self.delayed, (e.ready_at, e.task.id))
@@ -144,8 +158,32 @@ class TaskTable:
         while delayed and delayed[0][0] <= now:
             _, task_id = heapq.heappop(delayed)
             e = self.entries.get(task_id)
-            if e is not None and e.state is State.DELAYED:
-                self.requeue(e)
+            if e is None or e.state is not State.DELAYED:
+                continue
+            early = (e.task.not_before or 0.0) - clock.wall()
+            if early > 0:
+                # the wall clock is behind the monotonic one: never start before not_before
+                e.ready_at = now + early
+                heapq.heappush(delayed, (e.ready_at, task_id))
+                continue
+            self.requeue(e)
+
+    def withdraw(self, e: Entry) -> None:
+        """QUEUED or DELAYED -> out of its queue, about to end (a cancel). A DELAYED one
+        leaves its heap entry behind: :meth:`promote_due` skips entries that left."""
+        if e.state is State.QUEUED:
+            queue = self.lanes.lanes[e.task.lane].queue
+            if e in queue:
+                queue.remove(e)
+
+    def load_open(self, task_id: str) -> Entry | None:
+        """An open task still only in the journal (a spilled backlog) as an entry that
+        can be ended; it will not be paged in again."""
+        task = self.journal.open_task(task_id)
+        if task is None:
+            return None
+        self.dropped.add(task_id)
+        return Entry(task)
 
     def finish(self, e: Entry, status: str, doc: dict[str, Any]) -> None:
         """Any state -> DONE: the terminal result is journaled and the entry leaves."""
@@ -166,6 +204,8 @@ class TaskTable:
             "attempt": e.attempt,
             "submitted_at": e.task.submitted_at,
         }
+        if e.task.not_before is not None:
+            doc["not_before"] = e.task.not_before
         if e.state is State.DELAYED:
             doc["until"] = round(clock.wall() + max(0.0, e.ready_at - clock.monotonic()), 3)
         if e.state is State.RUNNING:

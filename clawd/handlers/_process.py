@@ -22,6 +22,7 @@ import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class Finished:
     stderr: bytes  # the last STDERR_TAIL bytes, without lines on_stderr_line consumed
     timed_out: bool = False
     overflow: str | None = None  # "stdout" or "stderr" when it went over max_output
+    cancelled: bool = False  # stopped because its task was cancelled
 
 
 class _StderrLines:
@@ -136,11 +138,13 @@ def run(
     executable: str | None = None,
     on_stderr_line: Callable[[str], bool] | None = None,
     memory_limit: int | None = None,
+    cancelled: threading.Event | None = None,
 ) -> Finished:
     """Run ``argv`` (never through a shell) and collect what it writes.
 
     ``on_stderr_line(line)`` sees each stderr line as it arrives and returns True to
-    consume it. Raises OSError when the command cannot be started.
+    consume it. When ``cancelled`` is set, the command's group is stopped at once
+    (``Finished.cancelled``). Raises OSError when the command cannot be started.
     """
     proc = subprocess.Popen(
         list(argv),
@@ -160,7 +164,7 @@ def run(
     stdout = bytearray()
     stderr = _StderrLines(on_stderr_line)
     stderr_bytes = 0
-    timed_out = False
+    timed_out = was_cancelled = False
     overflow: str | None = None
     sel = selectors.DefaultSelector()
     try:
@@ -176,6 +180,9 @@ def run(
         until = deadline
         exited = False
         while readers and overflow is None:
+            if cancelled is not None and cancelled.is_set():
+                was_cancelled = True
+                break
             now = time.monotonic()
             if now >= until:
                 timed_out = not exited  # after exit: something escaped the group holds a pipe
@@ -214,7 +221,7 @@ def run(
                 # the pipes those leftovers held reach EOF
                 _signal_group(proc.pid, signal.SIGKILL)
                 until = min(deadline, time.monotonic() + GRACE)
-        if timed_out:
+        if timed_out or was_cancelled:
             stop_group(proc)
         elif overflow is not None:
             _signal_group(proc.pid, signal.SIGKILL)
@@ -235,4 +242,5 @@ def run(
         stderr=stderr.finish(),
         timed_out=timed_out,
         overflow=overflow,
+        cancelled=was_cancelled,
     )

@@ -206,6 +206,7 @@ class ExecHandler:
                 timeout=max(remaining or 0.0, 0.0),
                 max_output=cfg.max_output,
                 on_stderr_line=progress_reader(ctx),
+                cancelled=ctx.cancelled,
             )
         except ValueError as exc:  # a NUL byte in a configured env value, say
             raise TaskError(
@@ -218,6 +219,9 @@ class ExecHandler:
                 f"{self.type}: cannot start {self.program!r}: {exc.strerror or exc}",
                 retryable=again,
             ) from None
+        if done.cancelled:
+            # nobody reads this outcome: the worker dropped the dispatch when it was cancelled
+            raise TaskError(f"{self.type}: cancelled; its process group was killed")
         if done.timed_out:
             raise TaskTimeout(
                 f"{self.type}: {self.program!r} ran past its {limit:g} s limit; "

@@ -188,12 +188,25 @@ class Worker:
 
     def _grant(self, msg: Message) -> None:
         try:
-            tasks = wire.grants(msg.payload)
+            grants = wire.dispatch(msg.payload)
         except wire.Unreadable as exc:
             self._unreadable(msg, exc.error)
             return
-        for task in tasks:
+        for task_id, attempt in grants.cancel:
+            self._cancel(task_id, attempt)
+        for task in grants.tasks:
             self._start(task)
+
+    def _cancel(self, task_id: str, attempt: int) -> None:
+        """Stop a cancelled dispatch: its slot is free at once and no outcome is reported;
+        an exec command's process group is killed, an in-process handler's thread is
+        abandoned (it may look at ``ctx.cancelled`` and stop early)."""
+        current = self.running.get(task_id)
+        if current is None or current[0] != attempt:
+            return  # already ended here, or superseded
+        del self.running[task_id]
+        current[1].cancelled.set()
+        log.info("task %s cancelled; stopping it", task_id)
 
     def _start(self, task: Task) -> None:
         prior = self.running.get(task.id)

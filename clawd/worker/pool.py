@@ -23,6 +23,9 @@ from clawd.envelope import encode
 from clawd.errors import TaskError, TaskTimeout
 from clawd.handler import HandlerSpec, TaskContext
 
+#: seconds between looks at whether a ``process`` handler's task was cancelled
+CANCEL_TICK = 0.1
+
 #: an outcome as the worker reports it: {"status", "result"|"error", "retryable", "code"?}
 Outcome = dict[str, Any]
 
@@ -110,7 +113,12 @@ class Pool:
         try:
             while True:
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not parent.poll(wait):
+                if not parent.poll(CANCEL_TICK if wait is None else min(wait, CANCEL_TICK)):
+                    if ctx.cancelled.is_set():
+                        _kill_group(proc)
+                        return {"status": "error", "error": "cancelled", "retryable": False}
+                    if wait is None or wait > CANCEL_TICK:
+                        continue
                     _kill_group(proc)
                     raise TaskTimeout(f"handler {spec.name!r} ran past its {ctx.timeout:g} s limit")
                 try:

@@ -96,6 +96,19 @@ class Progress(msgspec.Struct, kw_only=True):
     id: str | None = None
 
 
+class LaneDepth(msgspec.Struct, kw_only=True):
+    """One lane of the retained metrics snapshot, as far as a worker reads it."""
+
+    depth: int = 0
+
+
+class Backlog(msgspec.Struct, kw_only=True):
+    """The retained metrics snapshot (``<prefix>/metrics``) as an autoscaling worker
+    reads it: the queue depth per lane; everything else in it is skipped."""
+
+    lanes: dict[str, LaneDepth] = {}
+
+
 CONTROL_COMMANDS = ("replay", "purge", "task", "cancel")
 
 _status = msgspec.json.Decoder(WorkerStatus).decode
@@ -103,6 +116,7 @@ _report = msgspec.json.Decoder(Report).decode
 _grants = msgspec.json.Decoder(Grants).decode
 _control = msgspec.json.Decoder(Control).decode
 _progress = msgspec.json.Decoder(Progress).decode
+_backlog = msgspec.json.Decoder(Backlog).decode
 
 
 def _decode(decoder: Any, kind: str, payload: bytes) -> Any:
@@ -154,3 +168,8 @@ def control(payload: bytes) -> Control:
 def progress(payload: bytes) -> Progress:
     """Decode a progress report."""
     return _decode(_progress, "progress report", payload)  # type: ignore[no-any-return]
+
+
+def backlog(payload: bytes) -> Backlog:
+    """Decode the metrics snapshot for the lane depths a worker scales by."""
+    return _decode(_backlog, "metrics snapshot", payload)  # type: ignore[no-any-return]

@@ -274,6 +274,6 @@ def test_clawd_submit_delay_and_not_before(
         "--json",
         env=clawd_env,
     )
-    assert out.returncode == 1
-    doc = json.loads(out.stdout)
-    assert doc["status"] == "rejected" and "is not an RFC 3339 date-time" in doc["error"]
+    # refused before anything is sent, by the daemon's own parser, with its message
+    assert out.returncode == 1 and not out.stdout
+    assert out.stderr.startswith("clawd: rejected:") and "is not an RFC 3339 date-time" in out.stderr

@@ -17,8 +17,6 @@ import uuid
 from collections import deque
 from typing import Any
 
-import msgspec
-
 from clawd import clock, wire
 from clawd.connection import Will
 from clawd.envelope import Task, encode, excerpt
@@ -165,15 +163,12 @@ class Worker:
 
     def _observe_backlog(self, msg: Message) -> None:
         try:
-            lanes = msgspec.json.decode(msg.payload).get("lanes", {})
-            served = self.config.worker.lanes
-            self.backlog = sum(
-                int(ln.get("depth", 0))
-                for name, ln in lanes.items()
-                if not served or name in served
-            )
-        except (msgspec.DecodeError, AttributeError, TypeError, ValueError, RecursionError) as exc:
-            self._unreadable(msg, f"unreadable metrics snapshot: {exc}")
+            lanes = wire.backlog(msg.payload).lanes
+        except wire.Unreadable as exc:
+            self._unreadable(msg, exc.error)
+            return
+        served = self.config.worker.lanes
+        self.backlog = sum(ln.depth for name, ln in lanes.items() if not served or name in served)
 
     def _rescale(self) -> None:
         """Autoscaling: follow the backlog between min and max concurrency."""

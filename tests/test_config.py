@@ -25,6 +25,7 @@ from clawd.config import (
 )
 from clawd.config_check import UNKNOWN, parse_broker_url
 from clawd.errors import ConfigError
+from clawd.schedule import ScheduleConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -375,7 +376,7 @@ def schema_keys() -> set[str]:
         "breakers.types.<type>": config.BreakerTypeConfig,
         "handlers.<type>": HandlerConfig,
         "handlers.exec.<type>": ExecConfig,
-        "schedules.<name>": config.ScheduleConfig,
+        "schedules.<name>": ScheduleConfig,
     }
     for section, struct in sections.items():
         keys |= {f"{section}.{name}" for name in struct.__struct_fields__}

@@ -276,4 +276,6 @@ def test_clawd_submit_delay_and_not_before(
     )
     # refused before anything is sent, by the daemon's own parser, with its message
     assert out.returncode == 1 and not out.stdout
-    assert out.stderr.startswith("clawd: rejected:") and "is not an RFC 3339 date-time" in out.stderr
+    assert (
+        out.stderr.startswith("clawd: rejected:") and "is not an RFC 3339 date-time" in out.stderr
+    )

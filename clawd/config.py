@@ -16,7 +16,7 @@ import msgspec.inspect
 import msgspec.structs
 import tomli_w
 
-from clawd.config_check import Problems, check_config, check_tables
+from clawd.config_check import check_config
 from clawd.config_files import Origins, dropins, merge, read_toml
 from clawd.config_sample import SAMPLE as SAMPLE  # re-exported: `clawd config init`
 from clawd.config_schema import (
@@ -43,6 +43,7 @@ from clawd.config_schema import (
     default_state_dir,
     default_worker_id,
 )
+from clawd.config_walk import Problems, check_tables
 from clawd.durations import parse_duration
 from clawd.errors import ConfigError
 from clawd.schedule import problems as schedule_problems

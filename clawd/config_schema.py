@@ -1,6 +1,6 @@
 """The configuration's schema: one msgspec Struct per TOML table, with its defaults.
 
-Bounds and name patterns are ``msgspec.Meta`` on the fields, so :mod:`clawd.config_check`
+Bounds and name patterns are ``msgspec.Meta`` on the fields, so :mod:`clawd.config_walk`
 can both enforce them and word the error; :mod:`clawd.config` loads files into these.
 """
 
@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from clawd.config_check import NAME_PATTERN
+from clawd.config_walk import NAME_PATTERN
 from clawd.schedule import ScheduleConfig
 
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]

@@ -23,7 +23,8 @@ from clawd.config import (
     load,
     read_password,
 )
-from clawd.config_check import UNKNOWN, parse_broker_url
+from clawd.config_check import parse_broker_url
+from clawd.config_walk import UNKNOWN
 from clawd.errors import ConfigError
 from clawd.schedule import ScheduleConfig
 

@@ -390,3 +390,31 @@ def test_a_failing_strategy_does_not_lose_the_task(h: Harness) -> None:
     h.turn()
     assert h.granted("w1") + h.granted("w2") == [("t1", 1)]
     assert h.d.entries["t1"].state is State.RUNNING
+
+
+def test_a_dead_letter_is_owed_like_its_result_and_republished_after_a_restart(
+    tmp_path: Path, clk: FakeClock, h: Harness
+) -> None:
+    h.online("w1")
+    h.submit({"type": "job", "id": "t1", "max_attempts": 1})
+    h.turn()
+    fail = {"id": "t1", "attempt": 1, "status": "error", "error": "boom", "ms": 1.0}
+    h.report("w1", outcomes=[fail])
+    h.turn()
+    # the letter goes out tracked, before its result: the result settles only after both
+    assert [topic for topic, _ in h.t.tracked] == [f"{P}/dead/normal", f"{P}/results/t1"]
+    h.t.tracked[1][1].acknowledged = True
+    h.turn()
+    assert [doc["id"] for doc, _ in h.journal.outbox()] == ["t1"]
+    # the distributor dies before the broker had the letter: the next one publishes it
+    h.journal.close()
+    again = Harness(tmp_path, clk)
+    again.d.recover()
+    again.turn()
+    [letter] = [json.loads(p) for p in again.t.on(f"{P}/dead/normal")]
+    assert letter["id"] == "t1" and letter["reason"] == "max_attempts"
+    assert [topic for topic, _ in again.t.tracked] == [f"{P}/dead/normal", f"{P}/results/t1"]
+    for _, tracked in again.t.tracked:
+        tracked.acknowledged = True
+    again.turn()
+    assert again.journal.outbox() == []

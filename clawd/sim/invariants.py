@@ -34,7 +34,13 @@ UNFINISHED_OK = ("hang", "poison")
 
 
 def check(sim: Simulation) -> list[str]:
-    return [*_results(sim), *_executions(sim), *_ghosts(sim), *_settled(sim)]
+    return [
+        *_results(sim),
+        *_letters(sim),
+        *_executions(sim),
+        *_ghosts(sim),
+        *_settled(sim),
+    ]
 
 
 def _results(sim: Simulation) -> list[str]:
@@ -91,17 +97,23 @@ def _results(sim: Simulation) -> list[str]:
 
 
 def _journal_token(sim: Simulation, task_id: str) -> int:
-    """The token a dead letter's history ends with, from the journal (its message on
-    ``dead/<lane>`` may never have been published: see ``Report.letters_unpublished``)."""
+    """The token a dead letter's history ends with, from the journal."""
     d = sim.distributor.d
     letters = d.journal.dead_letters(task_id) if d is not None else []
     history = letters[0].get("history") or [] if letters else []
     return max((int(r.get("attempt") or 0) for r in history), default=0)
 
 
+def _letters(sim: Simulation) -> list[str]:
+    """Every failed result's dead letter reached the broker (it is owed like the result)."""
+    lost = unpublished_letters(sim)
+    if not lost:
+        return []
+    return [f"{len(lost)} dead letter(s) never published: {', '.join(lost[:5])}"]
+
+
 def unpublished_letters(sim: Simulation) -> list[str]:
-    """Failed tasks whose dead letter the broker never got (a crash between the commit and
-    the publish): the result is republished from the outbox, the letter is not."""
+    """Failed tasks whose dead letter the broker never got."""
     led = sim.ledger
     return sorted(
         task_id

@@ -121,6 +121,20 @@ class Lifecycle:
         self.breakers.cancelled(w.id, e.task.type)
         self.tasks.hand_back(e, attempt_record(e, w.id, "handback", "worker drained"))
 
+    def adopt(self, w: WorkerState, task_id: str, attempt: int, lease: float) -> None:
+        """``w`` reports it is running the latest attempt of a task this distributor has
+        requeued (after a restart, a silence, a partition) and not dispatched again: the
+        grant is ``w``'s again, leased, rather than the task run twice. An attempt that
+        was dispatched again meanwhile is superseded: the newer token wins."""
+        e = self.tasks.get(task_id)
+        if e is None or e.attempt != attempt or not w.online or not self.tasks.reclaim(e):
+            return
+        self.fleet.grant(w, e)
+        self.breakers.dispatched(w.id, e.task.type)
+        e.lease_until = lease
+        self.metrics.count("reclaimed")
+        log.info("task %s: attempt %d still running on %s, reclaimed", task_id, attempt, w.id)
+
     def lose(self, w: WorkerState, why: str, *, lost: bool) -> None:
         """Every grant of ``w`` ends: it stopped (``lost=False``) or died under them."""
         w.solo = None

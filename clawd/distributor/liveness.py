@@ -37,10 +37,16 @@ class Liveness:
         if w.online and status.session != w.session:
             # the worker restarted with the same id: what it ran before is gone
             self.life.lose(w, "restarted", lost=True)
+        prev = w.status
+        back = prev is not None and prev.state != "draining" and status.session == w.session
         new_types = self.fleet.announce(w, status)
         w.session = status.session
         w.silent = False
-        if status.state == "online":
+        if status.state == "online" and back and not w.online:
+            # the same process back after it was lost (a partition, a stall): its next
+            # report reclaims what it still runs before anything is granted to it again
+            w.silent = True
+        elif status.state == "online":
             if not w.online:
                 log.info("worker %s online (capacity %d)", worker_id, w.capacity)
             w.set_online(True)
@@ -72,6 +78,9 @@ class Liveness:
                 e = grants.get(task_id)
                 if e is not None and e.attempt == attempt:
                     e.lease_until = lease
+                elif e is None:
+                    # requeued here (a restart, a silence) while it ran on: reclaim it
+                    self.life.adopt(w, task_id, attempt, lease)
         for o in rep.outcomes:
             self.life.outcome(w, o)
         for task_id, attempt in rep.handback:

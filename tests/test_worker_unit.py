@@ -104,3 +104,22 @@ def test_an_unreadable_grant_does_not_stop_the_worker(tmp_path: Path) -> None:
     assert [e["topic"] for e in errors] == [f"{P}/_/w/w1/tasks"] * 2
     assert [e["payload_excerpt"] for e in errors] == ["[]", '{"tasks": [{"id": "x"}]}']
     assert "unreadable dispatch message" in errors[0]["error"]
+
+
+def test_a_grant_delivered_again_after_its_run_ended_is_answered_not_run(
+    tmp_path: Path,
+) -> None:
+    w, t, gate = make(tmp_path)
+    gate.release.set()
+    grant(t, ("t1", 3))
+    run_until(w, t, lambda: any(r.outcomes for r in reports(t)))
+    t.take()
+    grant(t, ("t1", 3))  # a QoS 1 duplicate, or a resend after a reconnect
+    w.run_once(0)
+    [again] = [o for r in reports(t) for o in r.outcomes]
+    assert (again.id, again.attempt, again.status, again.result) == ("t1", 3, "ok", "ran t1")
+    assert gate.calls == [("t1", 3)] and w.running == {}
+    # a newer attempt of the same task is a new dispatch: it runs
+    grant(t, ("t1", 4))
+    run_until(w, t, lambda: ("t1", 4) in gate.calls)
+    assert gate.calls == [("t1", 3), ("t1", 4)]

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 import msgspec
@@ -29,6 +29,9 @@ from clawd.topics import Topics
 from clawd.worker.pool import Outcome, Pool
 
 log = logging.getLogger("clawd.worker")
+
+#: how many finished (task id, attempt) pairs a worker remembers, with their outcomes
+REMEMBER = 4096
 
 
 class Worker:
@@ -64,6 +67,9 @@ class Worker:
         self.pending_reload: tuple[Any, Any] | None = None
         #: grants that arrived while draining: handed straight back
         self._refused: list[list[Any]] = []
+        #: (task id, attempt) -> outcome of the latest finished runs: a grant delivered
+        #: again after its run ended is answered with it, not run again
+        self._finished: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -199,6 +205,12 @@ class Worker:
         prior = self.running.get(task.id)
         if prior is not None and prior[0] >= task.attempt:
             return  # a redelivered grant of something already running
+        ended = self._finished.get((task.id, task.attempt))
+        if ended is not None:
+            # a redelivered grant of a run that ended: its outcome again, not a second run
+            if not any(o is ended for o in self._outcomes):
+                self._outcomes.append(ended)
+            return
         if self.draining:
             # handed back, not failed: a refusal must not burn an attempt or trip a breaker
             self._refused.append([task.id, task.attempt])
@@ -268,6 +280,10 @@ class Worker:
         ms = round(seconds * 1000, 3)
         rec = {"id": task_id, "attempt": attempt, "ms": ms, **out}
         self._outcomes.append(rec)
+        finished = self._finished
+        finished[(task_id, attempt)] = rec
+        if len(finished) > REMEMBER:
+            finished.popitem(last=False)
         outcome = {k: v for k, v in rec.items() if k not in ("id", "attempt")}
         outcome["duration_ms"] = outcome.pop("ms")
         if out["status"] != "ok":

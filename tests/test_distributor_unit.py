@@ -482,3 +482,31 @@ def test_a_worker_heard_again_reclaims_its_queued_task_and_a_newer_token_wins(
     [fresh] = h.results(moved)
     assert kept["attempts"] == 1 and kept["worker"] == "w1"
     assert fresh["result"] == "fresh" and fresh["worker"] == "w2"
+
+
+def test_a_worker_coming_online_gets_its_breaker_topics_reconciled(h: Harness) -> None:
+    # a previous run of the distributor left an open state retained for w1; this run has
+    # no breaker for it: the topics about w1 and its types are cleared when it comes online
+    h.online("w1")
+    h.turn()
+    sent = {t: p for t, p, r in h.t.take() if r and "/breakers/" in t}
+    assert sent == {
+        f"{P}/breakers/type/job": b"",
+        f"{P}/breakers/worker/w1/job": b"",
+        f"{P}/breakers/eject/w1": b"",
+    }
+    # the breakers this run has are republished as they are when w1 comes back online
+    h.submit({"type": "job", "id": "t1"})
+    h.turn()
+    assert h.granted("w1") == [("t1", 1)]
+    h.report("w1", outcomes=[ok("t1", 1)])
+    h.turn()
+    h.t.deliver(f"{P}/workers/w1", status("offline", reason="stopped"), retain=True)
+    h.turn()
+    h.t.take()
+    h.online("w1", session="s2")
+    h.turn()
+    sent = {t: p for t, p, r in h.t.take() if r and "/breakers/" in t}
+    assert json.loads(sent[f"{P}/breakers/worker/w1/job"])["state"] == "closed"
+    assert json.loads(sent[f"{P}/breakers/type/job"])["state"] == "closed"
+    assert sent[f"{P}/breakers/eject/w1"] == b""

@@ -9,12 +9,14 @@ breaker topics are cleared and its breakers and metrics series dropped.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from clawd import clock
 from clawd.distributor.entry import State
 from clawd.distributor.fleet import Fleet
 from clawd.distributor.lifecycle import Lifecycle
+from clawd.envelope import encode
 from clawd.wire import Report, WorkerStatus
 
 log = logging.getLogger("clawd.distributor")
@@ -49,6 +51,7 @@ class Liveness:
         elif status.state == "online":
             if not w.online:
                 log.info("worker %s online (capacity %d)", worker_id, w.capacity)
+                self.reconcile_breakers(w.id, w.handlers)
             w.set_online(True)
         elif status.state == "draining":
             w.set_online(False)
@@ -62,6 +65,22 @@ class Liveness:
                 self.life.lose(w, status.reason or "offline", lost=status.reason == "lost")
         return new_types
 
+    def reconcile_breakers(self, worker_id: str, types: Iterable[str]) -> None:
+        """A worker comes online: the retained breaker topics about it and its types say
+        what this distributor's breakers say, or are cleared where it has none (a state
+        retained by a previous run of the distributor would otherwise stay). The
+        distributor does not read those topics back: it republishes the few keys a
+        worker can have instead, which is correct whatever is retained."""
+        prefix = self.life.topics.prefix
+        publish = self.life.outbox.publish
+        for key, state in self.life.breakers.states(worker_id, types).items():
+            topic = f"{prefix}/breakers/{key}"
+            if state is None:
+                publish(topic, b"", retain=True)
+            else:
+                doc = {"key": key, "state": state, "previous": state, "at": clock.wall()}
+                publish(topic, encode(doc), retain=True)
+
     def report(self, worker_id: str, rep: Report) -> None:
         """A heartbeat: renews leases, brings outcomes, and hands back on drain."""
         w = self.fleet.get(worker_id)
@@ -71,6 +90,7 @@ class Liveness:
             log.info("worker %s heard again", worker_id)
             w.silent = False
             w.set_online(True)
+            self.reconcile_breakers(w.id, w.handlers)
         if rep.running:
             lease = w.last_seen + self.timeout
             grants = w.grants

@@ -183,6 +183,20 @@ def _ghosts(sim: Simulation) -> list[str]:
             problems.append(f"{worker_id} is up, but its retained status says {doc or 'nothing'}")
     d = sim.distributor.d
     if d is not None and sim.distributor.alive:
+        # a live worker's retained breaker states are the distributor's, not stale ones
+        # retained by a run before it: an open state it does not have is a ghost
+        mine = f"{sim.ledger.topics.prefix}/breakers/"
+        live = set(alive) & internals.online(d)
+        for topic, pkt in sorted(sim.broker.retained.items()):
+            if not topic.startswith(mine) or not pkt.payload:
+                continue
+            key = topic[len(mine) :]
+            parts = key.split("/")
+            if parts[0] not in ("worker", "eject") or parts[1] not in live:
+                continue
+            said = msgspec.json.decode(pkt.payload).get("state")
+            if said in ("open", "half_open", "ejected") and said != internals.breaker_state(d, key):
+                problems.append(f"retained breaker state {topic} says {said}, but it is not")
         for worker_id in sorted(internals.online(d) - set(alive)):
             problems.append(f"the distributor believes {worker_id} online, but it is gone")
     return problems

@@ -510,3 +510,22 @@ def test_a_worker_coming_online_gets_its_breaker_topics_reconciled(h: Harness) -
     assert json.loads(sent[f"{P}/breakers/worker/w1/job"])["state"] == "closed"
     assert json.loads(sent[f"{P}/breakers/type/job"])["state"] == "closed"
     assert sent[f"{P}/breakers/eject/w1"] == b""
+
+
+def test_a_worker_back_after_a_loss_waits_for_its_report_and_is_not_forgotten(
+    tmp_path: Path, clk: FakeClock
+) -> None:
+    h = Harness(tmp_path, clk, "[distributor]\nforget_after = 30\n")
+    h.online("w1")
+    h.turn()
+    h.t.deliver(f"{P}/workers/w1", status("offline", reason="lost"), retain=True)
+    h.turn(advance=25)
+    h.online("w1")  # the same process, reconnected
+    h.submit({"type": "job", "id": "t1"})
+    h.turn()
+    assert h.granted("w1") == [] and not h.d.fleet.workers["w1"].online
+    h.turn(advance=6)  # past forget_after since the loss, not since it came back
+    assert "w1" in h.d.fleet.workers
+    h.report("w1", running=[])
+    h.turn()
+    assert h.granted("w1") == [("t1", 1)]

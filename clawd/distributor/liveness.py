@@ -46,8 +46,10 @@ class Liveness:
         w.silent = False
         if status.state == "online" and back and not w.online:
             # the same process back after it was lost (a partition, a stall): its next
-            # report reclaims what it still runs before anything is granted to it again
+            # report reclaims what it still runs before anything is granted to it again;
+            # it is alive, so the time to forget it counts from now
             w.silent = True
+            w.offline_since = clock.monotonic()
         elif status.state == "online":
             if not w.online:
                 log.info("worker %s online (capacity %d)", worker_id, w.capacity)

@@ -67,9 +67,10 @@ class Worker:
         self.pending_reload: tuple[Any, Any] | None = None
         #: grants that arrived while draining: handed straight back
         self._refused: list[list[Any]] = []
-        #: (task id, attempt) -> outcome of the latest finished runs: a grant delivered
-        #: again after its run ended is answered with it, not run again
-        self._finished: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+        #: (task id, attempt, submitted_at) -> outcome of the latest finished runs: a grant
+        #: delivered again after its run ended is answered with it, not run again (the
+        #: submission time tells an id submitted again once forgotten from a redelivery)
+        self._finished: OrderedDict[tuple[str, int, Any], dict[str, Any]] = OrderedDict()
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -205,7 +206,7 @@ class Worker:
         prior = self.running.get(task.id)
         if prior is not None and prior[0] >= task.attempt:
             return  # a redelivered grant of something already running
-        ended = self._finished.get((task.id, task.attempt))
+        ended = self._finished.get((task.id, task.attempt, task.submitted_at))
         if ended is not None:
             # a redelivered grant of a run that ended: its outcome again, not a second run
             if not any(o is ended for o in self._outcomes):
@@ -281,7 +282,7 @@ class Worker:
         rec = {"id": task_id, "attempt": attempt, "ms": ms, **out}
         self._outcomes.append(rec)
         finished = self._finished
-        finished[(task_id, attempt)] = rec
+        finished[(task_id, attempt, ctx.submitted_at)] = rec
         if len(finished) > REMEMBER:
             finished.popitem(last=False)
         outcome = {k: v for k, v in rec.items() if k not in ("id", "attempt")}

@@ -390,3 +390,142 @@ def test_a_failing_strategy_does_not_lose_the_task(h: Harness) -> None:
     h.turn()
     assert h.granted("w1") + h.granted("w2") == [("t1", 1)]
     assert h.d.entries["t1"].state is State.RUNNING
+
+
+def test_a_dead_letter_is_owed_like_its_result_and_republished_after_a_restart(
+    tmp_path: Path, clk: FakeClock, h: Harness
+) -> None:
+    h.online("w1")
+    h.submit({"type": "job", "id": "t1", "max_attempts": 1})
+    h.turn()
+    fail = {"id": "t1", "attempt": 1, "status": "error", "error": "boom", "ms": 1.0}
+    h.report("w1", outcomes=[fail])
+    h.turn()
+    # the letter goes out tracked, before its result: the result settles only after both
+    assert [topic for topic, _ in h.t.tracked] == [f"{P}/dead/normal", f"{P}/results/t1"]
+    h.t.tracked[1][1].acknowledged = True
+    h.turn()
+    assert [doc["id"] for doc, _ in h.journal.outbox()] == ["t1"]
+    # the distributor dies before the broker had the letter: the next one publishes it
+    h.journal.close()
+    again = Harness(tmp_path, clk)
+    again.d.recover()
+    again.turn()
+    [letter] = [json.loads(p) for p in again.t.on(f"{P}/dead/normal")]
+    assert letter["id"] == "t1" and letter["reason"] == "max_attempts"
+    assert [topic for topic, _ in again.t.tracked] == [f"{P}/dead/normal", f"{P}/results/t1"]
+    for _, tracked in again.t.tracked:
+        tracked.acknowledged = True
+    again.turn()
+    assert again.journal.outbox() == []
+
+
+def test_after_a_restart_a_task_still_running_is_reclaimed_not_run_again(
+    tmp_path: Path, clk: FakeClock, h: Harness
+) -> None:
+    h.online("w1")
+    h.submit({"type": "job", "id": "t1"})
+    h.submit({"type": "job", "id": "t2"})
+    h.turn()
+    assert sorted(h.granted("w1")) == [("t1", 1), ("t2", 1)]
+    h.journal.close()
+    again = Harness(tmp_path, clk)
+    assert again.d.recover() == 2
+    again.online("w1")
+    again.online("w2")
+    again.turn()
+    # both wait for a report rather than going to the idle w2 at once
+    assert again.granted("w2") == [] and again.d.entries["t1"].state is State.DELAYED
+    again.report("w1", running=[["t1", 1]])
+    again.turn(advance=1)
+    assert again.d.fleet.holder("t1") is again.d.fleet.workers["w1"]
+    assert again.d.entries["t1"].state is State.RUNNING
+    # t2 is not listed: one liveness timeout later it runs again, with a new token
+    again.turn(advance=4)
+    again.report("w1", running=[["t1", 1]])
+    again.report("w2", running=[])
+    again.turn(advance=6)
+    assert again.granted("w1") + again.granted("w2") == [("t2", 2)]
+    again.report("w1", outcomes=[ok("t1", 1)])
+    again.turn()
+    [doc] = again.results("t1")
+    assert doc["status"] == "ok" and doc["attempts"] == 1 and doc["worker"] == "w1"
+
+
+def test_a_worker_heard_again_reclaims_its_queued_task_and_a_newer_token_wins(
+    h: Harness,
+) -> None:
+    h.online("w1")
+    h.submit({"type": "job", "id": "t1"})
+    h.submit({"type": "job", "id": "t2"})
+    h.turn()
+    assert sorted(h.granted("w1")) == [("t1", 1), ("t2", 1)]
+    h.turn(advance=11)  # a stall: w1 is silent, its tasks requeued
+    assert h.d.entries["t1"].state is State.QUEUED
+    # t2 goes to w2 meanwhile (token 2); t1 is still queued when w1 is heard again
+    h.online("w2", capacity=1)
+    h.d.entries["t2"], h.d.entries["t1"]  # both open
+    h.turn()
+    [(moved, token)] = h.granted("w2")
+    stayed = "t1" if moved == "t2" else "t2"
+    assert token == 2
+    h.report("w1", running=[["t1", 1], ["t2", 1]])
+    h.turn()
+    assert h.granted("w1") == []
+    assert h.d.fleet.holder(stayed) is h.d.fleet.workers["w1"]
+    assert h.d.fleet.holder(moved) is h.d.fleet.workers["w2"]
+    # the superseded run's outcome does not count: the newer token wins
+    h.report("w1", outcomes=[ok(stayed, 1), ok(moved, 1, "stale")])
+    h.report("w2", outcomes=[ok(moved, 2, "fresh")])
+    h.turn()
+    [kept] = h.results(stayed)
+    [fresh] = h.results(moved)
+    assert kept["attempts"] == 1 and kept["worker"] == "w1"
+    assert fresh["result"] == "fresh" and fresh["worker"] == "w2"
+
+
+def test_a_worker_coming_online_gets_its_breaker_topics_reconciled(h: Harness) -> None:
+    # a previous run of the distributor left an open state retained for w1; this run has
+    # no breaker for it: the topics about w1 and its types are cleared when it comes online
+    h.online("w1")
+    h.turn()
+    sent = {t: p for t, p, r in h.t.take() if r and "/breakers/" in t}
+    assert sent == {
+        f"{P}/breakers/type/job": b"",
+        f"{P}/breakers/worker/w1/job": b"",
+        f"{P}/breakers/eject/w1": b"",
+    }
+    # the breakers this run has are republished as they are when w1 comes back online
+    h.submit({"type": "job", "id": "t1"})
+    h.turn()
+    assert h.granted("w1") == [("t1", 1)]
+    h.report("w1", outcomes=[ok("t1", 1)])
+    h.turn()
+    h.t.deliver(f"{P}/workers/w1", status("offline", reason="stopped"), retain=True)
+    h.turn()
+    h.t.take()
+    h.online("w1", session="s2")
+    h.turn()
+    sent = {t: p for t, p, r in h.t.take() if r and "/breakers/" in t}
+    assert json.loads(sent[f"{P}/breakers/worker/w1/job"])["state"] == "closed"
+    assert json.loads(sent[f"{P}/breakers/type/job"])["state"] == "closed"
+    assert sent[f"{P}/breakers/eject/w1"] == b""
+
+
+def test_a_worker_back_after_a_loss_waits_for_its_report_and_is_not_forgotten(
+    tmp_path: Path, clk: FakeClock
+) -> None:
+    h = Harness(tmp_path, clk, "[distributor]\nforget_after = 30\n")
+    h.online("w1")
+    h.turn()
+    h.t.deliver(f"{P}/workers/w1", status("offline", reason="lost"), retain=True)
+    h.turn(advance=25)
+    h.online("w1")  # the same process, reconnected
+    h.submit({"type": "job", "id": "t1"})
+    h.turn()
+    assert h.granted("w1") == [] and not h.d.fleet.workers["w1"].online
+    h.turn(advance=6)  # past forget_after since the loss, not since it came back
+    assert "w1" in h.d.fleet.workers
+    h.report("w1", running=[])
+    h.turn()
+    assert h.granted("w1") == [("t1", 1)]

@@ -169,3 +169,35 @@ def test_a_cancelled_process_handler_is_killed(tmp_path: Path) -> None:
 
     wait_until(gone, what="the handler's process to be killed")
     w.pool.shutdown()
+
+
+def test_a_grant_delivered_again_after_its_run_ended_is_answered_not_run(
+    tmp_path: Path,
+) -> None:
+    w, t, gate = make(tmp_path)
+    gate.release.set()
+    grant(t, ("t1", 3))
+    run_until(w, t, lambda: any(r.outcomes for r in reports(t)))
+    t.take()
+    grant(t, ("t1", 3))  # a QoS 1 duplicate, or a resend after a reconnect
+    w.run_once(0)
+    [again] = [o for r in reports(t) for o in r.outcomes]
+    assert (again.id, again.attempt, again.status, again.result) == ("t1", 3, "ok", "ran t1")
+    assert gate.calls == [("t1", 3)] and w.running == {}
+    # a newer attempt of the same task is a new dispatch: it runs
+    grant(t, ("t1", 4))
+    run_until(w, t, lambda: ("t1", 4) in gate.calls)
+    assert gate.calls == [("t1", 3), ("t1", 4)]
+
+
+def test_an_id_submitted_again_once_forgotten_runs_again(tmp_path: Path) -> None:
+    w, t, gate = make(tmp_path)
+    gate.release.set()
+    first = Task(id="t1", type="gate", lane="normal", attempt=1, submitted_at=1.0)
+    t.deliver(f"{P}/_/w/w1/tasks", msgspec.json.encode({"tasks": [first]}))
+    run_until(w, t, lambda: any(r.outcomes for r in reports(t)))
+    # the same id and attempt, but a new submission (the journal forgot the old one)
+    second = Task(id="t1", type="gate", lane="normal", attempt=1, submitted_at=2.0)
+    t.deliver(f"{P}/_/w/w1/tasks", msgspec.json.encode({"tasks": [second]}))
+    run_until(w, t, lambda: len(gate.calls) == 2)
+    assert gate.calls == [("t1", 1), ("t1", 1)]

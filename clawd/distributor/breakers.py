@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from clawd import clock
@@ -293,6 +293,18 @@ class Breakers:
         ``<prefix>/breakers/<key>`` topics that may exist for it)."""
         mine = f"worker/{worker_id}/"
         return [k for k in self._all if k.startswith(mine)] + [f"eject/{worker_id}"]
+
+    def states(self, worker_id: str, types: Iterable[str]) -> dict[str, str | None]:
+        """What the retained ``<prefix>/breakers/<key>`` topics about a worker and the
+        types it serves should say: the state of each breaker this distributor has, None
+        (cleared) for the keys it has none for."""
+        out: dict[str, str | None] = {}
+        for type_ in sorted(types):
+            for key in (f"type/{type_}", f"worker/{worker_id}/{type_}"):
+                b = self._all.get(key)
+                out[key] = None if b is None else b.state
+        out[f"eject/{worker_id}"] = "ejected" if self.ejected(worker_id) else None
+        return out
 
     def configure(self, cfg: BreakerConfig) -> None:
         """A reloaded config: breakers made from now on and the ones that exist follow it."""

@@ -120,6 +120,11 @@ class Distributor:
         n = self.tasks.recover()
         if n:
             log.info("resumed %d open task(s) from the journal", n)
+        # what was in flight may still run: a worker's report reclaims it within a
+        # liveness timeout, after which it is dispatched again
+        held = self.tasks.hold(float(self.config.distributor.liveness_timeout))
+        if held:
+            log.info("%d task(s) in flight at the restart wait for their workers' reports", held)
         if self.routes.load():
             log.info("resumed %d routing rule(s) from the journal", len(self.routes.rules))
         self.outbox.resend()

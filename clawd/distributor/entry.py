@@ -38,6 +38,7 @@ class Entry:
         "lost",
         "dispatched_at",
         "ready_at",
+        "held",
     )
 
     def __init__(
@@ -65,6 +66,8 @@ class Entry:
         self.dispatched_at = 0.0
         #: monotonic time a delayed entry becomes queued again
         self.ready_at = 0.0
+        #: delayed after a restart because its latest dispatch may still be running
+        self.held = False
 
 
 def spent_attempts(fence: int, history: list[dict[str, Any]]) -> int:

@@ -19,7 +19,7 @@ from clawd.distributor.fleet import Fleet, WorkerState
 from clawd.distributor.metrics import Metrics
 from clawd.distributor.outbox import Outbox
 from clawd.distributor.tasks import TaskTable
-from clawd.envelope import encode, result_doc
+from clawd.envelope import result_doc
 from clawd.topics import Topics
 from clawd.wire import Outcome
 
@@ -83,7 +83,8 @@ class Lifecycle:
         return doc
 
     def dead(self, e: Entry, reason: str, error: str, worker: str | None = None) -> None:
-        self.finish(e, "failed", error=error, worker=worker)
+        """A failed result and its dead letter, journaled together; the letter is staged
+        first, so the result stays owed until the broker has both (at-least-once)."""
         letter = {
             "id": e.task.id,
             "type": e.task.type,
@@ -98,7 +99,8 @@ class Lifecycle:
         self.tasks.journal.dead_letter(e.task.id, e.task.lane, reason, letter)
         self.metrics.count("dead")
         log.warning("task %s dead-lettered: %s (%s)", e.task.id, reason, error)
-        self.outbox.publish(self.topics.dead(e.task.lane), encode(letter))
+        self.outbox.dead_letter(letter)
+        self.finish(e, "failed", error=error, worker=worker)
         self.plugins.notify("clawd_dead_letter", letter=letter)
 
     # -- a dispatch ends without an outcome ------------------------------------------------
@@ -118,6 +120,20 @@ class Lifecycle:
             return
         self.breakers.cancelled(w.id, e.task.type)
         self.tasks.hand_back(e, attempt_record(e, w.id, "handback", "worker drained"))
+
+    def adopt(self, w: WorkerState, task_id: str, attempt: int, lease: float) -> None:
+        """``w`` reports it is running the latest attempt of a task this distributor has
+        requeued (after a restart, a silence, a partition) and not dispatched again: the
+        grant is ``w``'s again, leased, rather than the task run twice. An attempt that
+        was dispatched again meanwhile is superseded: the newer token wins."""
+        e = self.tasks.get(task_id)
+        if e is None or e.attempt != attempt or not w.online or not self.tasks.reclaim(e):
+            return
+        self.fleet.grant(w, e)
+        self.breakers.dispatched(w.id, e.task.type)
+        e.lease_until = lease
+        self.metrics.count("reclaimed")
+        log.info("task %s: attempt %d still running on %s, reclaimed", task_id, attempt, w.id)
 
     def lose(self, w: WorkerState, why: str, *, lost: bool) -> None:
         """Every grant of ``w`` ends: it stopped (``lost=False``) or died under them."""

@@ -9,12 +9,14 @@ breaker topics are cleared and its breakers and metrics series dropped.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from clawd import clock
 from clawd.distributor.entry import State
 from clawd.distributor.fleet import Fleet
 from clawd.distributor.lifecycle import Lifecycle
+from clawd.envelope import encode
 from clawd.wire import Report, WorkerStatus
 
 log = logging.getLogger("clawd.distributor")
@@ -37,12 +39,21 @@ class Liveness:
         if w.online and status.session != w.session:
             # the worker restarted with the same id: what it ran before is gone
             self.life.lose(w, "restarted", lost=True)
+        prev = w.status
+        back = prev is not None and prev.state != "draining" and status.session == w.session
         new_types = self.fleet.announce(w, status)
         w.session = status.session
         w.silent = False
-        if status.state == "online":
+        if status.state == "online" and back and not w.online:
+            # the same process back after it was lost (a partition, a stall): its next
+            # report reclaims what it still runs before anything is granted to it again;
+            # it is alive, so the time to forget it counts from now
+            w.silent = True
+            w.offline_since = clock.monotonic()
+        elif status.state == "online":
             if not w.online:
                 log.info("worker %s online (capacity %d)", worker_id, w.capacity)
+                self.reconcile_breakers(w.id, w.handlers)
             w.set_online(True)
         elif status.state == "draining":
             w.set_online(False)
@@ -56,6 +67,22 @@ class Liveness:
                 self.life.lose(w, status.reason or "offline", lost=status.reason == "lost")
         return new_types
 
+    def reconcile_breakers(self, worker_id: str, types: Iterable[str]) -> None:
+        """A worker comes online: the retained breaker topics about it and its types say
+        what this distributor's breakers say, or are cleared where it has none (a state
+        retained by a previous run of the distributor would otherwise stay). The
+        distributor does not read those topics back: it republishes the few keys a
+        worker can have instead, which is correct whatever is retained."""
+        prefix = self.life.topics.prefix
+        publish = self.life.outbox.publish
+        for key, state in self.life.breakers.states(worker_id, types).items():
+            topic = f"{prefix}/breakers/{key}"
+            if state is None:
+                publish(topic, b"", retain=True)
+            else:
+                doc = {"key": key, "state": state, "previous": state, "at": clock.wall()}
+                publish(topic, encode(doc), retain=True)
+
     def report(self, worker_id: str, rep: Report) -> None:
         """A heartbeat: renews leases, brings outcomes, and hands back on drain."""
         w = self.fleet.get(worker_id)
@@ -65,6 +92,7 @@ class Liveness:
             log.info("worker %s heard again", worker_id)
             w.silent = False
             w.set_online(True)
+            self.reconcile_breakers(w.id, w.handlers)
         if rep.running:
             lease = w.last_seen + self.timeout
             grants = w.grants
@@ -72,6 +100,9 @@ class Liveness:
                 e = grants.get(task_id)
                 if e is not None and e.attempt == attempt:
                     e.lease_until = lease
+                elif e is None:
+                    # requeued here (a restart, a silence) while it ran on: reclaim it
+                    self.life.adopt(w, task_id, attempt, lease)
         for o in rep.outcomes:
             self.life.outcome(w, o)
         for task_id, attempt in rep.handback:

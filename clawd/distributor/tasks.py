@@ -14,6 +14,7 @@ that changes memory, so the two cannot disagree after a restart.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from typing import Any
 
 import msgspec
@@ -121,9 +122,32 @@ class TaskTable:
         self.journal.dispatched(e.task.id, e.attempt)
         return e.attempt
 
+    def hold(self, seconds: float) -> int:
+        """After a restart: every recovered task whose latest dispatch did not end in the
+        journal waits ``seconds`` (DELAYED, ``held``) before it is dispatched again, so
+        that the report of a worker still running it can reclaim it instead."""
+        n = 0
+        for lane in self.lanes.lanes.values():
+            held = [e for e in lane.queue if _may_run(e)]
+            if held:
+                ids = {e.task.id for e in held}
+                lane.queue = deque(e for e in lane.queue if e.task.id not in ids)
+            for e in held:
+                e.held = True
+                self.delay(e, seconds)
+            n += len(held)
+        return n
+
     def reclaim(self, e: Entry) -> bool:
-        """QUEUED -> RUNNING without a new dispatch: the outcome of its latest attempt came
-        after this distributor requeued it (a restart, an outage) and saves a rerun."""
+        """QUEUED (or held after a restart) -> RUNNING without a new dispatch: its latest
+        attempt is still running, or its outcome came after this distributor requeued it
+        (a restart, an outage, a silence), and that saves a rerun."""
+        if e.state is State.DELAYED and e.held:
+            e.held = False
+            self.delayed = [d for d in self.delayed if d[1] != e.task.id]
+            heapq.heapify(self.delayed)
+            e.state = State.RUNNING
+            return True
         lane = self.lanes.lanes[e.task.lane]
         if e.state is not State.QUEUED or e not in lane.queue:
             return False
@@ -134,6 +158,7 @@ class TaskTable:
     def requeue(self, e: Entry, *, front: bool = False) -> None:
         """RUNNING or DELAYED -> QUEUED."""
         e.state = State.QUEUED
+        e.held = False
         e.enqueued_at = clock.monotonic()
         self.lanes.push(e, front=front)
 
@@ -213,3 +238,10 @@ class TaskTable:
         if e.history:
             doc["history"] = e.history
         return doc
+
+
+def _may_run(e: Entry) -> bool:
+    """Whether the latest dispatch of a recovered entry may still be running: it had
+    one, and the journal does not say how it ended (a hand-back)."""
+    last = e.history[-1] if e.history else None
+    return e.attempt > 0 and (last is None or last.get("attempt") != e.attempt)

@@ -44,15 +44,20 @@ class Chaos:
 
     # -- a fault's window ----------------------------------------------------------------
 
-    def fault(self, kind: str, target: str | None = None, lasts: float = 0.0) -> None:
+    def fault(
+        self, kind: str, target: str | None = None, lasts: float = 0.0, *, now: bool = True
+    ) -> None:
         """Count a fault and expose the tasks in flight where it hits (``target``: one
-        worker; None: everywhere), and those that get there while it ``lasts``."""
+        worker; None: everywhere; not with ``now=False``), and those that get there while
+        it ``lasts``."""
         sim = self.sim
         sim.faults.count(kind)
-        exposed = set(sim.ledger.in_flight(target))
+        exposed = set(sim.ledger.in_flight(target)) if now else set()
         sim.ledger.expose(sorted(exposed))
         self._told(kind, target, exposed)
         mark = len(sim.ledger.dispatch_log)
+        if not now:
+            mark = -1 - mark  # at its end too, only what was dispatched meanwhile
         sim.clock.after(lasts, lambda: self._ending(kind, target, exposed, mark))
 
     def _ending(self, kind: str, target: str | None, exposed: set[str], mark: int) -> None:
@@ -67,7 +72,10 @@ class Chaos:
 
     def _over(self, kind: str, target: str | None, exposed: set[str], mark: int) -> None:
         led = self.sim.ledger
-        more = (set(led.in_flight(target)) | set(led.dispatched_since(mark, target))) - exposed
+        if mark < 0:
+            more = set(led.dispatched_since(-1 - mark, target)) - exposed
+        else:
+            more = (set(led.in_flight(target)) | set(led.dispatched_since(mark, target))) - exposed
         led.expose(sorted(more))
         self._told(f"{kind} over", target, more)
 
@@ -102,7 +110,9 @@ class Chaos:
         elif kind == "distributor_crash":
             if sim.distributor.alive:
                 down = rng.uniform(0.1, 3.0)
-                self.fault(kind, lasts=down)
+                # what is in flight on workers that stay up is reclaimed by their
+                # reports, not run again: only what is dispatched meanwhile is at risk
+                self.fault(kind, lasts=down, now=False)
                 sim.distributor.crash()
                 sim.clock.after(down, sim.distributor.start)
         elif kind == "broker_restart":

@@ -48,6 +48,14 @@ def consistency(d: Any) -> list[str]:
     return problems
 
 
+def breaker_state(d: Any, key: str) -> str:
+    """The state of the distributor's breaker ``key`` ("closed" when it has none)."""
+    if key.startswith("eject/"):
+        return "ejected" if key[len("eject/") :] in d.breakers._until else "active"
+    b = d.breakers._all.get(key)
+    return "closed" if b is None else str(b.state)
+
+
 def journal_open(d: Any) -> dict[str, int]:
     """Open (not terminal) tasks in the journal: id -> attempts."""
     rows = d.journal.db.execute("SELECT id, attempts FROM tasks WHERE state='queued'")

@@ -34,7 +34,13 @@ UNFINISHED_OK = ("hang", "poison")
 
 
 def check(sim: Simulation) -> list[str]:
-    return [*_results(sim), *_executions(sim), *_ghosts(sim), *_settled(sim)]
+    return [
+        *_results(sim),
+        *_letters(sim),
+        *_executions(sim),
+        *_ghosts(sim),
+        *_settled(sim),
+    ]
 
 
 def _results(sim: Simulation) -> list[str]:
@@ -91,17 +97,23 @@ def _results(sim: Simulation) -> list[str]:
 
 
 def _journal_token(sim: Simulation, task_id: str) -> int:
-    """The token a dead letter's history ends with, from the journal (its message on
-    ``dead/<lane>`` may never have been published: see ``Report.letters_unpublished``)."""
+    """The token a dead letter's history ends with, from the journal."""
     d = sim.distributor.d
     letters = d.journal.dead_letters(task_id) if d is not None else []
     history = letters[0].get("history") or [] if letters else []
     return max((int(r.get("attempt") or 0) for r in history), default=0)
 
 
+def _letters(sim: Simulation) -> list[str]:
+    """Every failed result's dead letter reached the broker (it is owed like the result)."""
+    lost = unpublished_letters(sim)
+    if not lost:
+        return []
+    return [f"{len(lost)} dead letter(s) never published: {', '.join(lost[:5])}"]
+
+
 def unpublished_letters(sim: Simulation) -> list[str]:
-    """Failed tasks whose dead letter the broker never got (a crash between the commit and
-    the publish): the result is republished from the outbox, the letter is not."""
+    """Failed tasks whose dead letter the broker never got."""
     led = sim.ledger
     return sorted(
         task_id
@@ -171,6 +183,20 @@ def _ghosts(sim: Simulation) -> list[str]:
             problems.append(f"{worker_id} is up, but its retained status says {doc or 'nothing'}")
     d = sim.distributor.d
     if d is not None and sim.distributor.alive:
+        # a live worker's retained breaker states are the distributor's, not stale ones
+        # retained by a run before it: an open state it does not have is a ghost
+        mine = f"{sim.ledger.topics.prefix}/breakers/"
+        live = set(alive) & internals.online(d)
+        for topic, pkt in sorted(sim.broker.retained.items()):
+            if not topic.startswith(mine) or not pkt.payload:
+                continue
+            key = topic[len(mine) :]
+            parts = key.split("/")
+            if parts[0] not in ("worker", "eject") or parts[1] not in live:
+                continue
+            said = msgspec.json.decode(pkt.payload).get("state")
+            if said in ("open", "half_open", "ejected") and said != internals.breaker_state(d, key):
+                problems.append(f"retained breaker state {topic} says {said}, but it is not")
         for worker_id in sorted(internals.online(d) - set(alive)):
             problems.append(f"the distributor believes {worker_id} online, but it is gone")
     return problems

@@ -29,6 +29,8 @@ class SimPool:
         self.ledger = ledger
         self.crash = crash
         self.closed = False
+        #: (task id, attempt) of every run this process started
+        self.started: set[tuple[str, int]] = set()
 
     def submit(
         self,
@@ -41,6 +43,12 @@ class SimPool:
         ctx.started = self.clock.now
         plan = ctx.input
         self.ledger.started(ctx.id, ctx.attempt, self.worker_id)
+        if (ctx.id, ctx.attempt) in self.started:
+            # a grant delivered again (a duplicate, a resend) must not run a second time
+            self.ledger.violation(
+                f"{self.worker_id} ran attempt {ctx.attempt} of {ctx.id} twice in one process"
+            )
+        self.started.add((ctx.id, ctx.attempt))
         if plan["kind"] == "poison":
             self.clock.after(0.01 + plan["ms"] / 10_000, self._poisoned)
             return

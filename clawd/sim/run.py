@@ -53,12 +53,15 @@ class Report:
     results: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     executions: int = 0
+    #: executions that began after one of the same task that succeeded, or never ended
+    reruns_after_ok: int = 0
+    reruns_after_unfinished: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     sim_seconds: float = 0.0
     wall_seconds: float = 0.0
     steps: int = 0
     violations: list[str] = field(default_factory=list)
-    #: failed tasks whose dead letter was never published (a known gap, not a violation)
+    #: failed tasks whose dead letter was never published (a violation too)
     letters_unpublished: list[str] = field(default_factory=list)
     digest: str = ""
 
@@ -225,6 +228,12 @@ class Simulation:
         report.results = led.results_published
         report.outcomes = Counter(docs[0]["status"] for docs in led.results.values())
         report.executions = sum(len(x) for x in led.executions.values())
+        for runs in led.executions.values():
+            for before in runs[:-1]:
+                if before.status == "ok":
+                    report.reruns_after_ok += 1
+                elif not before.status:
+                    report.reruns_after_unfinished += 1
         report.faults = Counter({k: v for k, v in self.faults.injected.items() if v})
         report.sim_seconds = round(self.clock.elapsed, 1)
         report.steps = self.clock.steps

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 from clawd import clock, wire
@@ -27,6 +27,9 @@ from clawd.topics import Topics
 from clawd.worker.pool import Outcome, Pool
 
 log = logging.getLogger("clawd.worker")
+
+#: how many finished (task id, attempt) pairs a worker remembers, with their outcomes
+REMEMBER = 4096
 
 
 class Worker:
@@ -62,6 +65,10 @@ class Worker:
         self.pending_reload: tuple[Any, Any] | None = None
         #: grants that arrived while draining: handed straight back
         self._refused: list[list[Any]] = []
+        #: (task id, attempt, submitted_at) -> outcome of the latest finished runs: a grant
+        #: delivered again after its run ended is answered with it, not run again (the
+        #: submission time tells an id submitted again once forgotten from a redelivery)
+        self._finished: OrderedDict[tuple[str, int, Any], dict[str, Any]] = OrderedDict()
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -207,6 +214,12 @@ class Worker:
         prior = self.running.get(task.id)
         if prior is not None and prior[0] >= task.attempt:
             return  # a redelivered grant of something already running
+        ended = self._finished.get((task.id, task.attempt, task.submitted_at))
+        if ended is not None:
+            # a redelivered grant of a run that ended: its outcome again, not a second run
+            if not any(o is ended for o in self._outcomes):
+                self._outcomes.append(ended)
+            return
         if self.draining:
             # handed back, not failed: a refusal must not burn an attempt or trip a breaker
             self._refused.append([task.id, task.attempt])
@@ -276,6 +289,10 @@ class Worker:
         ms = round(seconds * 1000, 3)
         rec = {"id": task_id, "attempt": attempt, "ms": ms, **out}
         self._outcomes.append(rec)
+        finished = self._finished
+        finished[(task_id, attempt, ctx.submitted_at)] = rec
+        if len(finished) > REMEMBER:
+            finished.popitem(last=False)
         outcome = {k: v for k, v in rec.items() if k not in ("id", "attempt")}
         outcome["duration_ms"] = outcome.pop("ms")
         if out["status"] != "ok":

@@ -79,6 +79,8 @@ class Producer:
         self._all = threading.Event()
         self._last = 0.0
         self._prefix = ""
+        #: free places in the window of outstanding tasks (throughput with ``window``)
+        self._room: threading.Semaphore | None = None
         self.client = connect(port, "bench-producer", self._on_message)
         subscribe(self.client, result_filter, 1)
 
@@ -87,25 +89,32 @@ class Producer:
         if self._want >= 0:
             if task_id.startswith(self._prefix):
                 self._count += 1
+                if self._room is not None:
+                    self._room.release()
                 if self._count == self._want:
                     self._last = time.perf_counter()
                     self._all.set()
         else:
             self.results.put(task_id)
 
-    def throughput(self, n: int, timeout: float = 600) -> float:
-        """Tasks per second for ``n`` tasks submitted at once."""
+    def throughput(self, n: int, timeout: float = 600, window: int = 0) -> float:
+        """Tasks per second for ``n`` tasks submitted at once, or with at most ``window``
+        of them outstanding (submitted, result not yet received) when it is set."""
         prefix = f"t{uuid.uuid4().hex[:6]}-"
+        room = self._room = threading.Semaphore(window) if window else None
         self._prefix, self._count, self._want = prefix, 0, n
         self._all.clear()
         publish = self.client.publish
         topic_for, payload_for = self.topic_for, self.payload_for
         start = time.perf_counter()
         for i in range(n):
+            if room is not None and not room.acquire(timeout=timeout):
+                break
             task_id = f"{prefix}{i}"
             info = publish(topic_for(task_id), payload_for(task_id), qos=1)
             if i % CHUNK == CHUNK - 1:
                 info.wait_for_publish(timeout)
+        self._room = None
         if not self._all.wait(timeout):
             got = self._count
             self._want = -1

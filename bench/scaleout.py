@@ -30,7 +30,7 @@ from rich.table import Table
 
 from bench import peer_bench
 from bench.clawd_bench import Cluster
-from bench.infra import Mosquitto, Redis, cpu_seconds, stop, workdir
+from bench.infra import Mosquitto, Redis, cpu_seconds, own_cpu, stop, workdir
 from bench.mqtt_producer import Producer
 
 DEFAULT_NS = (2, 8, 32, 64)
@@ -74,8 +74,10 @@ def run_clawd(
     mixes: Sequence[str],
     log: Callable[[str], None],
     per_worker: int = PER_WORKER,
+    broker_pid: int | None = None,
 ) -> dict[str, Any]:
-    """Per workload: efficiency and distributor CPU µs per task, one value per run."""
+    """Per workload: efficiency, the distributor's CPU µs per task and that of every
+    process (distributor, workers, broker, producer), one value per run."""
     out: dict[str, Any] = {}
     cluster = Cluster(tmp, port, 1, tag=f"scale{n}-{int(time.time()) % 10000}", workers=n)
     try:
@@ -85,15 +87,22 @@ def run_clawd(
             prod = clawd_producer(port, mix)
             try:
                 prod.throughput(n * 2)  # warm up: every worker has run something
-                row: dict[str, list[float]] = {"efficiency": [], "distributor_cpu_us": []}
+                row: dict[str, list[float]] = {
+                    "efficiency": [],
+                    "distributor_cpu_us": [],
+                    "total_cpu_us": [],
+                }
+                others = [w.pid for w in cluster.workers] + ([broker_pid] if broker_pid else [])
                 for i in range(runs):
                     tasks = n * per_worker
-                    cpu = cpu_seconds(d.pid)
+                    cpu, rest, mine = cpu_seconds(d.pid), _cpu(others), own_cpu()
                     rate = prod.throughput(tasks)
                     used = cpu_seconds(d.pid) - cpu
+                    total = used + _cpu(others) - rest + own_cpu() - mine
                     eff = ideal_seconds(tasks, n, mix) / (tasks / rate)
                     row["efficiency"].append(eff)
                     row["distributor_cpu_us"].append(used / tasks * 1e6)
+                    row["total_cpu_us"].append(total / tasks * 1e6)
                     log(f"  clawd N={n} {mix} run {i + 1}/{runs}: efficiency {eff:.3f}")
                 out[mix] = row
             finally:
@@ -101,6 +110,10 @@ def run_clawd(
     finally:
         cluster.stop()
     return out
+
+
+def _cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(p) for p in pids)
 
 
 PEER_WORKERS = {
@@ -224,6 +237,7 @@ def render(console: Console, results: dict[str, Any]) -> None:
             if system in results:
                 t.add_column(LABELS[system], justify="right")
         t.add_column("clawd distributor CPU µs/task", justify="right")
+        t.add_column("clawd all processes CPU µs/task", justify="right")
         for n, row in results["clawd"].items():
             cells = []
             for system in SYSTEMS:
@@ -236,7 +250,8 @@ def render(console: Console, results: dict[str, Any]) -> None:
                 cell = r.get(n, {}).get(mix)
                 cells.append(_spread(cell["efficiency"], ".3f") if cell else "-")
             cpu = row[mix]["distributor_cpu_us"]
-            t.add_row(str(n), *cells, _spread(cpu, ".0f"))
+            total = row[mix].get("total_cpu_us", [])
+            t.add_row(str(n), *cells, _spread(cpu, ".0f"), _spread(total, ".0f"))
         console.print(t)
 
 

@@ -60,6 +60,7 @@ def test_quick_realistic_and_scaleout_rows_with_their_plot(tmp_path: Path) -> No
     for mix in scale.values():
         assert len(mix["efficiency"]) == 1 and 0 < mix["efficiency"][0] <= 1.05
         assert len(mix["distributor_cpu_us"]) == 1
+        assert mix["total_cpu_us"][0] >= mix["distributor_cpu_us"][0]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -13,12 +13,15 @@ dispatcher) and workers, which add up to what a task costs the machine.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
+
 from bench import clawd_bench
-from bench.infra import cpu_seconds, own_cpu
+from bench.infra import Mosquitto, cpu_seconds, own_cpu, workdir
 from bench.mqtt_producer import Producer
 from bench.raw_pipeline import RawPipeline
 
@@ -109,3 +112,44 @@ def run_clawd(
             prod.close()
     finally:
         cluster.stop()
+
+
+@click.command()
+@click.option("--path", type=click.Choice(["realistic", "noop"]), default="realistic")
+@click.option("--window", default=WINDOW, show_default=True, help="0: all tasks at once.")
+@click.option("--concurrency", default=CONCURRENCY, show_default=True)
+@click.option("--tasks", default=10_000, show_default=True)
+@click.option("--runs", default=2, show_default=True)
+def main(path: str, window: int, concurrency: int, tasks: int, runs: int) -> None:
+    """clawd's CPU per task by process with one setting changed at a time: the payload
+    (``--path noop`` is the microbenchmark's), the window and the slots per worker."""
+    tmp = workdir()
+    broker = Mosquitto(tmp).start()
+    cluster = clawd_bench.Cluster(tmp, broker.port, concurrency, tag="one", log_level=None)
+    try:
+        d = cluster.start_distributor()
+        cluster.start_workers()
+        prod = producer(broker.port) if path == "realistic" else clawd_bench.producer(broker.port)
+        pids = {
+            "broker": [broker.proc.pid],  # type: ignore[union-attr]
+            "distributor": [d.pid],
+            "workers": [w.pid for w in cluster.workers],
+        }
+        try:
+            r = measure(prod, pids, tasks, runs, window, print)
+        finally:
+            prod.close()
+    finally:
+        cluster.stop()
+        broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    means = {k: sum(v) / len(v) for k, v in r["cpu_us"].items()}
+    print(
+        f"{path}, window {window or 'none'}, {concurrency} slots: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in means.items())
+        + " (CPU µs per task, mean of the runs)"
+    )
+
+
+if __name__ == "__main__":
+    main()

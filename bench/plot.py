@@ -101,8 +101,33 @@ def _cpu_panel(ax: Any, real: dict[str, Any]) -> None:
             label="distributor (raw: dispatcher)" if role == "distributor" else role,
         )
         bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
-    for i, total in enumerate(bottoms):
-        ax.text(i, total, f"{total:.0f}", ha="center", va="bottom")
-    ax.set_ylabel("CPU µs per task (median), all processes")
+    for i, (s, top) in enumerate(zip(systems, bottoms, strict=True)):
+        total = _median(real[s]["cpu_us"].get("total", [])) or top
+        ax.text(i, top, f"{total:.0f} (median total)", ha="center", va="bottom")
+    ax.set_ylabel("CPU µs per task, all processes (medians by process)")
     ax.set_title("realistic path: compute tasks, window 500")
     ax.legend()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.plot OUT.png RESULTS.json...``: a plot from saved ``--json`` files
+    (later files add to and override earlier ones, system by system)."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2:
+        raise SystemExit("usage: python -m bench.plot OUT.png RESULTS.json...")
+    merged: dict[str, Any] = {}
+    for name in args[1:]:
+        doc = json.loads(Path(name).read_text())
+        for key, value in doc.get("results", doc).items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key].update(value)
+            else:
+                merged[key] = value
+    print(plot_results(merged, Path(args[0])))
+
+
+if __name__ == "__main__":
+    main()

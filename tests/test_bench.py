@@ -75,3 +75,21 @@ def test_in_process_rig_runs_every_task_to_a_result(tmp_path: Path) -> None:
             assert not rig.d.entries  # every task reached its end in the distributor
         finally:
             rig.close()
+
+
+def test_plot_merges_saved_results(tmp_path: Path) -> None:
+    from bench.plot import main
+
+    real = {
+        s: {"throughput": [1.0], "cpu_us": {r: [10.0] for r in ("producer", "broker",
+            "distributor", "workers", "total")}}
+        for s in ("raw", "clawd")
+    }  # fmt: skip
+    scale = {
+        s: {"2": {"uniform": {"efficiency": [0.9]}}, "8": {"uniform": {"efficiency": [0.8]}}}
+        for s in ("clawd", "celery")
+    }
+    (tmp_path / "a.json").write_text(json.dumps({"results": {"realistic": real}}))
+    (tmp_path / "b.json").write_text(json.dumps({"scaleout": scale}))
+    main([str(tmp_path / "out.png"), str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert (tmp_path / "out.png").read_bytes()[:4] == b"\x89PNG"

@@ -2,7 +2,9 @@
 
 One private mosquitto for the whole run (and a private redis-server per peer), every
 system measured the same way: throughput of N no-op tasks submitted at once, and the
-submit-to-result round trip of tasks sent one at a time. See docs/performance.md.
+submit-to-result round trip of tasks sent one at a time; then the realistic path (full
+compute envelopes, a windowed producer, CPU per task by process, bench/realistic.py) and
+the scale-out of single-slot workers (bench/scaleout.py). See docs/performance.md.
 """
 
 from __future__ import annotations

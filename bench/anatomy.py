@@ -11,9 +11,7 @@ result received.
 from __future__ import annotations
 
 import json
-import os
 import queue
-import resource
 import time
 from typing import Any
 
@@ -22,23 +20,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import clawd_bench
-from bench.infra import Mosquitto, workdir
+from bench.infra import Mosquitto, cpu_seconds, own_cpu, workdir
 from bench.mqtt_producer import connect, percentile, subscribe
 from bench.raw_pipeline import RawPipeline
 
 console = Console(width=120)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def per_task(prod: Any, pids: dict[str, int], tasks: int) -> tuple[float, dict[str, float]]:

@@ -23,8 +23,11 @@ TOPIC = "clawd/tasks/normal/noop"
 JOURNAL_SYNC = "normal"
 
 
-def write_config(workdir: Path, port: int, name: str, concurrency: int) -> Path:
-    """A config for one clawd process, loading the bench plugins from a 0755 copy."""
+def write_config(
+    workdir: Path, port: int, name: str, concurrency: int, log_level: str | None = "warning"
+) -> Path:
+    """A config for one clawd process, loading the bench plugins from a 0755 copy;
+    ``log_level=None`` keeps the default."""
     plugins = workdir / "plugins"
     if not plugins.exists():
         # the checkout may be group-writable; clawd refuses to load code from such a dir
@@ -34,8 +37,9 @@ def write_config(workdir: Path, port: int, name: str, concurrency: int) -> Path:
     path = workdir / f"{name}.toml"
     path.write_text(
         f'[broker]\nurl = "mqtt://127.0.0.1:{port}"\n\n'
-        f'[daemon]\nstate_dir = "{state}"\nplugin_dirs = ["{plugins}"]\nlog_level = "warning"\n'
-        f'journal_sync = "{JOURNAL_SYNC}"\n\n'
+        f'[daemon]\nstate_dir = "{state}"\nplugin_dirs = ["{plugins}"]\n'
+        + (f'log_level = "{log_level}"\n' if log_level else "")
+        + f'journal_sync = "{JOURNAL_SYNC}"\n\n'
         f"[worker]\nconcurrency = {concurrency}\n"
     )
     return path
@@ -53,8 +57,18 @@ def producer(port: int) -> Producer:
 class Cluster:
     """Distributor and workers against one broker; each in its own state directory."""
 
-    def __init__(self, workdir: Path, port: int, concurrency: int, tag: str = "c") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int,
+        concurrency: int,
+        tag: str = "c",
+        workers: int = WORKERS,
+        log_level: str | None = "warning",
+    ) -> None:
         self.workdir = workdir
+        self.nworkers = workers
+        self.log_level = log_level
         self.port = port
         self.concurrency = concurrency
         self.tag = tag
@@ -62,7 +76,9 @@ class Cluster:
         self.workers: list[ClawdProcess] = []
 
     def start_distributor(self) -> ClawdProcess:
-        cfg = write_config(self.workdir, self.port, f"{self.tag}-distributor", self.concurrency)
+        cfg = write_config(
+            self.workdir, self.port, f"{self.tag}-distributor", self.concurrency, self.log_level
+        )
         d = ClawdProcess(cfg, "distributor", f"{self.tag}-distributor", self.workdir)
         d.wait_ready()
         self.distributor = d
@@ -70,9 +86,9 @@ class Cluster:
 
     def start_workers(self) -> None:
         started = []
-        for i in range(WORKERS):
+        for i in range(self.nworkers):
             name = f"{self.tag}-worker{i + 1}"
-            cfg = write_config(self.workdir, self.port, name, self.concurrency)
+            cfg = write_config(self.workdir, self.port, name, self.concurrency, self.log_level)
             started.append(
                 ClawdProcess(cfg, "worker", name, self.workdir, worker_id=f"bench-{name}")
             )

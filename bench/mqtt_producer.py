@@ -79,6 +79,9 @@ class Producer:
         self._all = threading.Event()
         self._last = 0.0
         self._prefix = ""
+        #: set when a result arrives while the publisher waits for room in its window
+        self._room = threading.Event()
+        self._waiting = False
         self.client = connect(port, "bench-producer", self._on_message)
         subscribe(self.client, result_filter, 1)
 
@@ -87,14 +90,17 @@ class Producer:
         if self._want >= 0:
             if task_id.startswith(self._prefix):
                 self._count += 1
+                if self._waiting:  # after the count: see the publisher's re-check
+                    self._room.set()
                 if self._count == self._want:
                     self._last = time.perf_counter()
                     self._all.set()
         else:
             self.results.put(task_id)
 
-    def throughput(self, n: int, timeout: float = 600) -> float:
-        """Tasks per second for ``n`` tasks submitted at once."""
+    def throughput(self, n: int, timeout: float = 600, window: int = 0) -> float:
+        """Tasks per second for ``n`` tasks submitted at once, or with at most ``window``
+        of them outstanding (submitted, result not yet received) when it is set."""
         prefix = f"t{uuid.uuid4().hex[:6]}-"
         self._prefix, self._count, self._want = prefix, 0, n
         self._all.clear()
@@ -102,6 +108,8 @@ class Producer:
         topic_for, payload_for = self.topic_for, self.payload_for
         start = time.perf_counter()
         for i in range(n):
+            if window and i - self._count >= window:
+                self._wait_for_room(i, window, timeout)
             task_id = f"{prefix}{i}"
             info = publish(topic_for(task_id), payload_for(task_id), qos=1)
             if i % CHUNK == CHUNK - 1:
@@ -112,6 +120,21 @@ class Producer:
             raise RuntimeError(f"only {got} of {n} results within {timeout} s")
         self._want = -1
         return n / (self._last - start)
+
+    def _wait_for_room(self, sent: int, window: int, timeout: float) -> None:
+        """Block until fewer than ``window`` of ``sent`` tasks are outstanding.
+
+        Cheaper than a semaphore per task: the result thread only signals while the
+        publisher waits, and the publisher then fills all the room a burst of results made.
+        """
+        room = self._room
+        while sent - self._count >= window:
+            room.clear()
+            self._waiting = True
+            if sent - self._count >= window and not room.wait(timeout):  # re-check, then wait
+                self._waiting = False
+                raise RuntimeError(f"no result for {timeout} s with {window} tasks outstanding")
+            self._waiting = False
 
     def round_trips(self, n: int, timeout: float = 10) -> list[float]:
         """Seconds from submit to result, one task at a time."""

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,3 +34,62 @@ def test_quick_bench_reports_raw_and_clawd_rows(tmp_path: Path) -> None:
     assert set(doc["results"]) == {"raw", "clawd"}
     assert doc["results"]["clawd"]["throughput"][0] > 0
     assert "celery" not in proc.stdout.lower()
+
+
+def test_quick_realistic_and_scaleout_rows_with_their_plot(tmp_path: Path) -> None:
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--runs", "1", "--tasks", "300",
+         "--only", "realistic,scaleout", "--scale-n", "2", "--json", str(out),
+         "--plot", str(png)],
+        cwd=ROOT, capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "realistic path" in proc.stdout and "scale-out, uniform" in proc.stdout, proc.stdout
+    doc = json.loads(out.read_text())["results"]
+    for system in ("raw", "clawd"):
+        row = doc["realistic"][system]
+        assert len(row["throughput"]) == 1 and row["throughput"][0] > 0
+        cpu = row["cpu_us"]
+        assert set(cpu) == {"producer", "broker", "distributor", "workers", "total"}
+        assert cpu["total"][0] == pytest.approx(
+            sum(cpu[r][0] for r in ("producer", "broker", "distributor", "workers"))
+        )
+    scale = doc["scaleout"]["clawd"]["2"]
+    assert set(scale) == {"uniform", "mixed"}
+    for mix in scale.values():
+        assert len(mix["efficiency"]) == 1 and 0 < mix["efficiency"][0] <= 1.05
+        assert len(mix["distributor_cpu_us"]) == 1
+        assert mix["total_cpu_us"][0] >= mix["distributor_cpu_us"][0]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_in_process_rig_runs_every_task_to_a_result(tmp_path: Path) -> None:
+    from bench.inproc import PATHS, Rig
+
+    for path in PATHS:
+        rig = Rig(tmp_path / path, path, workers=2, concurrency=3)
+        try:
+            rig.run(120, window=25)
+            assert rig.results == 120
+            assert not rig.d.entries  # every task reached its end in the distributor
+        finally:
+            rig.close()
+
+
+def test_plot_merges_saved_results(tmp_path: Path) -> None:
+    from bench.plot import main
+
+    real = {
+        s: {"throughput": [1.0], "cpu_us": {r: [10.0] for r in ("producer", "broker",
+            "distributor", "workers", "total")}}
+        for s in ("raw", "clawd")
+    }  # fmt: skip
+    scale = {
+        s: {"2": {"uniform": {"efficiency": [0.9]}}, "8": {"uniform": {"efficiency": [0.8]}}}
+        for s in ("clawd", "celery")
+    }
+    (tmp_path / "a.json").write_text(json.dumps({"results": {"realistic": real}}))
+    (tmp_path / "b.json").write_text(json.dumps({"scaleout": scale}))
+    main([str(tmp_path / "out.png"), str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert (tmp_path / "out.png").read_bytes()[:4] == b"\x89PNG"

@@ -7,6 +7,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clawd.config import BreakerConfig, BreakerTypeConfig
 from clawd.distributor.breakers import Breaker, Breakers
@@ -352,3 +354,27 @@ def test_a_lone_worker_failing_opens_the_type(clock: Clock) -> None:
     bs = Breakers(cfg(eject_after=1000), now=clock)
     feed(bs, "ffff", worker="only", type_="t")
     assert not bs.type_allows("t")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    calls=st.lists(st.tuples(st.booleans(), st.floats(0, 2)), max_size=80),
+    advance=st.lists(st.floats(0, 8), max_size=80),
+)
+def test_the_rates_are_those_of_the_calls_in_the_window(
+    calls: list[tuple[bool, float]], advance: list[float]
+) -> None:
+    # the breaker keeps its failed and slow counts as calls come and go; they must always
+    # be what counting the window afresh gives, through openings and probes
+    clock = Clock()
+    b = Breaker("type/x", cfg(window=5, minimum_calls=3, slow_call_seconds=1.0), now=clock)
+    for i, (ok, seconds) in enumerate(calls):
+        clock.t += advance[i] if i < len(advance) else 0.0
+        if b.allow():
+            b.record(ok, seconds)
+        window = list(b._calls)
+        n = len(window)
+        expected = (
+            (sum(c[0] for c in window) / n, sum(c[1] for c in window) / n) if n else (0.0, 0.0)
+        )
+        assert b._rates() == expected

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from clawd import clock
 from clawd.distributor.entry import Entry
 from clawd.distributor.lanes import LaneScheduler
@@ -77,3 +80,38 @@ def test_reconfigure_changes_weights_and_keeps_queued_work():
     s.configure({"high": 2, "low": 2, "bulk": 1})
     assert s.lanes["low"].weight == 2 and "bulk" in s.lanes
     assert s.depth() == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lanes=st.dictionaries(
+        st.sampled_from(["high", "normal", "low", "bulk"]),
+        st.tuples(
+            st.integers(1, 8),  # weight
+            st.integers(0, 3),  # queued tasks
+            st.floats(0, 5),  # pass
+            st.floats(0, 60),  # age of the oldest task
+        ),
+        min_size=1,
+    ),
+    exclude=st.sets(st.sampled_from(["high", "normal", "low", "bulk"])),
+)
+def test_first_is_the_head_of_the_full_order(
+    lanes: dict[str, tuple[int, int, float, float]], exclude: set[str]
+) -> None:
+    # the dispatch pass asks for the next lane only; it must be the one the full order
+    # (aging first, then the lowest pass, ties to the heavier lane) puts first
+    s = LaneScheduler({name: w for name, (w, _, _, _) in lanes.items()}, max_wait=30)
+    now = 1000.0
+    clock.use(lambda: now, lambda: 1_700_000_000.0 + now)  # ages are the same for both
+    for name, (_, queued, pass_, age) in lanes.items():
+        for i in range(queued):
+            e = entry(name, i)
+            e.enqueued_at = now - age
+            s.push(e)
+        s.lanes[name].pass_ = pass_
+    try:
+        order = s.candidates(exclude)
+        assert s.first(exclude) is (order[0] if order else None)
+    finally:
+        clock.reset()

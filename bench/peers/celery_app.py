@@ -22,3 +22,14 @@ app.conf.update(
 @app.task(name="noop")
 def noop():
     return None
+
+
+# scale-out (bench/scaleout.py): acks_late when asked, and a task that sleeps
+app.conf.task_acks_late = os.environ.get("BENCH_ACKS_LATE") == "1"
+
+
+@app.task(name="sleep")
+def sleep(seconds):
+    import time
+
+    time.sleep(seconds)

@@ -20,3 +20,10 @@ dramatiq.set_broker(broker)
 @dramatiq.actor(store_results=True, max_retries=0)
 def noop():
     return None
+
+
+@dramatiq.actor(store_results=True, max_retries=0)
+def sleep(seconds):
+    import time
+
+    time.sleep(seconds)

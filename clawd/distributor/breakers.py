@@ -62,7 +62,24 @@ class Breaker:
         self._on_change = on_change
         #: (failed, slow, worker) of the last calls; in half-open, of the probes only
         self._calls: deque[tuple[bool, bool, str]] = deque(maxlen=cfg.window)
+        #: how many of ``_calls`` failed and were slow, kept as calls come and go
+        self._failed = self._slow = 0
         self._probes = 0  # half-open slots handed out
+
+    def _reset(self, size: int) -> None:
+        """A fresh window of ``size`` calls."""
+        self._calls = deque(maxlen=size)
+        self._failed = self._slow = 0
+
+    def _push(self, failed: bool, slow: bool, who: str) -> None:
+        calls = self._calls
+        if len(calls) == calls.maxlen:
+            old_failed, old_slow, _ = calls[0]  # about to fall out of the window
+            self._failed -= old_failed
+            self._slow -= old_slow
+        calls.append((failed, slow, who))
+        self._failed += failed
+        self._slow += slow
 
     def _set(self, new: str) -> None:
         old, self.state = self.state, new
@@ -71,7 +88,7 @@ class Breaker:
     def _advance(self) -> None:
         """Open turns half-open once ``open_seconds`` are over (checked lazily)."""
         if self.state == "open" and self._now() - (self.opened_at or 0.0) >= self.cfg.open_seconds:
-            self._calls = deque(maxlen=self.cfg.half_open_calls)
+            self._reset(self.cfg.half_open_calls)
             self._probes = 0
             self._set("half_open")
 
@@ -111,15 +128,15 @@ class Breaker:
         if self.state == "half_open":
             if len(self._calls) >= self._probes:
                 return  # not a probe: started before the breaker opened
-            self._calls.append((not ok, slow, who))
+            self._push(not ok, slow, who)
             if len(self._calls) >= self.cfg.half_open_calls:
                 if self._tripped():
                     self._open()
                 else:
-                    self._calls = deque(maxlen=self.cfg.window)
+                    self._reset(self.cfg.window)
                     self._set("closed")
             return
-        self._calls.append((not ok, slow, who))
+        self._push(not ok, slow, who)
         if len(self._calls) >= self.cfg.minimum_calls and self._tripped():
             self._open()
 
@@ -127,7 +144,7 @@ class Breaker:
         n = len(self._calls)
         if not n:
             return 0.0, 0.0
-        return sum(c[0] for c in self._calls) / n, sum(c[1] for c in self._calls) / n
+        return self._failed / n, self._slow / n
 
     def _tripped(self) -> bool:
         failed, slow = self._rates()

@@ -32,8 +32,6 @@ SCAN = 64
 
 __all__ = ["SCAN", "WINDOW", "run"]
 
-#: strategies whose failure was logged (once each)
-
 
 def run(
     tasks: TaskTable,
@@ -45,8 +43,13 @@ def run(
 ) -> None:
     """One pass: grant queued tasks to free workers; stage one dispatch message each.
     With ``routes``, the routing rule that applies to a task narrows its candidates."""
-    if not fleet.free_slots():
+    free = fleet.free_slots()
+    if not free:
         return
+    # the workers with a free slot, in the fleet's order: nothing in a pass frees a slot or
+    # brings a worker online, so every task's candidates are among them (fleet.candidates
+    # would scan every worker for every task)
+    open_ = [w for w in fleet.workers.values() if w.online and w.in_flight < w.capacity]
     config = life.config
     lanes = tasks.lanes
     batches: dict[str, list[Task]] = defaultdict(list)
@@ -55,10 +58,9 @@ def run(
     wall = clock.wall()
     lease = now + config.distributor.liveness_timeout
     while True:
-        order = lanes.candidates(exclude=blocked)
-        if not order:
+        lane = lanes.first(blocked)
+        if lane is None:
             break
-        lane = order[0]
         picked: tuple[int, list[WorkerState] | None, str] | None = None
         rule: Rule | None = None
         for i, e in enumerate(lane.queue):
@@ -76,8 +78,8 @@ def run(
                 continue
             cands = [
                 w
-                for w in fleet.candidates(t.type, t.lane, t.requires)
-                if breakers.allows(w.id, t.type)
+                for w in open_
+                if w.can_take(t.type, t.lane, t.requires) and breakers.allows(w.id, t.type)
             ]
             if routes is not None and routes.order:
                 cands, rule = routes.narrow(t, cands, fleet, breakers)
@@ -100,6 +102,8 @@ def run(
         w = _choose(strategy, e, found)
         tasks.start(e, lease, wall)
         fleet.grant(w, e)
+        if w.in_flight >= w.capacity:
+            open_.remove(w)
         breakers.dispatched(w.id, e.task.type)
         if rule is not None and routes is not None:
             routes.hit(rule)
@@ -109,7 +113,8 @@ def run(
             life.metrics.distributed(wall - e.task.submitted_at)
         if lane.spilled and len(lane.queue) < WINDOW // 2:
             tasks.page_in(lane)
-        if not fleet.free_slots():
+        free -= 1  # a candidate always had a free slot: the fleet's total drops by one
+        if not free:
             break
     dispatch = life.topics.dispatch
     for worker_id, granted in batches.items():

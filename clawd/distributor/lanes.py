@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 
 from clawd import clock
 from clawd.distributor.entry import Entry
@@ -75,6 +76,20 @@ class LaneScheduler:
             aged.sort(key=lambda ln: -ln.oldest_age(now))
             return aged + [ln for ln in sorted(ready, key=lambda ln: ln.pass_) if ln not in aged]
         return sorted(ready, key=lambda ln: ln.pass_)
+
+    def first(self, exclude: AbstractSet[str] = frozenset()) -> Lane | None:
+        """The lane to serve next: ``candidates(exclude)[0]`` without ordering the rest
+        (the dispatch pass asks once per task)."""
+        ready = [ln for ln in self._order if ln.queue and ln.name not in exclude]
+        if not ready:
+            return None
+        if len(ready) == 1:
+            return ready[0]
+        now = clock.monotonic()
+        oldest = max(ready, key=lambda ln: ln.oldest_age(now))  # the first of the oldest
+        if oldest.oldest_age(now) > self.max_wait:
+            return oldest
+        return min(ready, key=lambda ln: ln.pass_)  # the first of the lowest pass
 
     def served(self, lane: Lane) -> None:
         lane.served += 1

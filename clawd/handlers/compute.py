@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 from clawd import hookimpl
 from clawd.errors import BadInput
@@ -55,8 +55,9 @@ Number = int | Fraction | float
 # -- tokens ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):
+    """One token (a named tuple: made once per number, name and operator, so cheap)."""
+
     kind: str  # "num", "name", "op" or "end"
     text: str
     pos: int  # 1-based column, for error messages
@@ -438,7 +439,11 @@ class _Evaluator:
             i += 1
             if expect_operand:
                 if tok.kind == "num":
-                    self.values.append(_checked(Fraction(tok.text), f"position {tok.pos}"))
+                    # a whole number is the int Fraction would give back (a third of the
+                    # cost of parsing it as a fraction); decimals are exact fractions
+                    text = tok.text
+                    value = int(text) if "." not in text else Fraction(text)
+                    self.values.append(_checked(value, f"position {tok.pos}"))
                     expect_operand = False
                 elif tok.kind == "name":
                     is_call = tokens[i].text == "("

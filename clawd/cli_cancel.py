@@ -9,13 +9,11 @@ line on stderr per id that was not), 2 when no distributor answered.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import click
 
 from clawd.cli_common import config_of, fail
-from clawd.envelope import decode, encode, new_id
 
 #: seconds to wait for the distributor's answer
 ANSWER_WAIT = 5.0
@@ -53,29 +51,10 @@ def cancel_command(ctx: click.Context, ids: tuple[str, ...], as_json: bool, time
 
 def _ask(cfg: Any, ids: list[str], timeout: float) -> dict[str, Any] | None:
     """The distributor's answer, or None when it does not answer in time."""
-    from clawd.client import Client
+    from clawd.client import ask_distributor
     from clawd.errors import BrokerError
-    from clawd.topics import Topics
 
-    topics = Topics(cfg.broker.prefix)
-    user = cfg.broker.username or "cli"
-    reply = f"{topics.prefix}/replies/{user}/cancel-{os.getpid()}-{new_id()[:8]}"
-    corr = new_id().encode()
     try:
-        with Client(cfg, [(reply, 1)]) as c:
-            c.publish(
-                topics.control,
-                encode({"cmd": "cancel", "ids": ids}),
-                qos=1,
-                response_topic=reply,
-                correlation=corr,
-            )
-            m = c.next(timeout)
-            while m is not None and m.correlation not in (corr, None):
-                m = c.next(timeout)
+        return ask_distributor(cfg, {"cmd": "cancel", "ids": ids}, timeout)  # type: ignore[no-any-return]
     except BrokerError as exc:
         fail(str(exc), 2)
-    if m is None:
-        return None
-    doc: dict[str, Any] = decode(m.payload)
-    return doc

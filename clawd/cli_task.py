@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from typing import Any
 
 import click
 
 from clawd.cli_common import config_of, fail
-from clawd.envelope import decode, encode, new_id
 
 #: seconds to wait for the distributor's answer before reading the journal
 ANSWER_WAIT = 3.0
@@ -45,32 +43,13 @@ def task_command(ctx: click.Context, task_id: str, as_json: bool, timeout: float
 
 def _ask(cfg: Any, task_id: str, timeout: float) -> dict[str, Any] | None:
     """The distributor's answer, or None when it does not answer in time."""
-    from clawd.client import Client
+    from clawd.client import ask_distributor
     from clawd.errors import BrokerError
-    from clawd.topics import Topics
 
-    topics = Topics(cfg.broker.prefix)
-    user = cfg.broker.username or "cli"
-    reply = f"{topics.prefix}/replies/{user}/task-{os.getpid()}-{new_id()[:8]}"
-    corr = new_id().encode()
     try:
-        with Client(cfg, [(reply, 1)]) as c:
-            c.publish(
-                topics.control,
-                encode({"cmd": "task", "id": task_id}),
-                qos=1,
-                response_topic=reply,
-                correlation=corr,
-            )
-            m = c.next(timeout)
-            while m is not None and m.correlation not in (corr, None):
-                m = c.next(timeout)
+        return ask_distributor(cfg, {"cmd": "task", "id": task_id}, timeout)  # type: ignore[no-any-return]
     except BrokerError:
         return None
-    if m is None:
-        return None
-    doc: dict[str, Any] = decode(m.payload)
-    return doc
 
 
 def _from_journal(cfg: Any, task_id: str) -> dict[str, Any] | None:

@@ -118,6 +118,22 @@ class Client:
         return out
 
 
+def ask_distributor(config: Any, command: dict[str, Any], timeout: float) -> Any | None:
+    """Send an operator command on ``<prefix>/_/control`` with an MQTT v5 response topic
+    and return the running distributor's decoded answer, or None when none came within
+    ``timeout`` seconds; BrokerError when the broker cannot be reached."""
+    topics = Topics(config.broker.prefix)
+    user = config.broker.username or "cli"
+    reply = f"{topics.prefix}/replies/{user}/{command['cmd']}-{os.getpid()}-{new_id()[:8]}"
+    corr = new_id().encode()
+    with Client(config, [(reply, 1)]) as c:
+        c.publish(topics.control, encode(command), qos=1, response_topic=reply, correlation=corr)
+        m = c.next(timeout)
+        while m is not None and m.correlation not in (corr, None):
+            m = c.next(timeout)
+    return None if m is None else decode(m.payload)
+
+
 def validate(config: Any, env: dict[str, Any]) -> None:
     """Check an envelope with the daemon's own parser; Rejected carries its message.
 

@@ -325,16 +325,11 @@ def test_a_wedged_daemon_is_restarted_by_the_watchdog(
     assert round_trip(broker, "3*3")["result"] == 9
 
 
-def test_stop_with_a_task_running_drains_it(machine: systemd_boot.Machine, broker: Broker) -> None:
-    machine.sh("systemctl stop clawd-worker@2")
-    assert machine.show("clawd-worker@2", "Result")["Result"] == "success"
-    config(
-        machine,
-        broker,
-        '[handlers.exec.slow]\ncommand = ["/bin/sh", "-c", "sleep 2.5; echo slept"]\n',
-    )
-    reload(machine)
-    task = f"slow-{uuid.uuid4().hex[:8]}"
+def start_slow_task(
+    machine: systemd_boot.Machine, broker: Broker, task: str
+) -> subprocess.Popen[str]:
+    """Submit a task of the exec type ``slow`` and return once its command is running;
+    the returned mosquitto_sub prints the task's result."""
     results = subprocess.Popen(
         ["mosquitto_sub", *auth(broker), "-q", "1", "-C", "1", "-W", "90"]
         + ["-t", f"clawd/results/{task}"],
@@ -351,6 +346,20 @@ def test_stop_with_a_task_running_drains_it(machine: systemd_boot.Machine, broke
     while machine.sh("pgrep -f 'sleep 2.5'", check=False).returncode != 0:
         assert time.monotonic() < end, "the task never started"
         time.sleep(0.1)
+    return results
+
+
+def test_stop_with_a_task_running_drains_it(machine: systemd_boot.Machine, broker: Broker) -> None:
+    machine.sh("systemctl stop clawd-worker@2")
+    assert machine.show("clawd-worker@2", "Result")["Result"] == "success"
+    config(
+        machine,
+        broker,
+        '[handlers.exec.slow]\ncommand = ["/bin/sh", "-c", "sleep 2.5; echo slept"]\n',
+    )
+    reload(machine)
+    task = f"slow-{uuid.uuid4().hex[:8]}"
+    results = start_slow_task(machine, broker, task)
     machine.sh("systemctl stop clawd")
     state = machine.show("clawd", *STATE)
     assert (state["ActiveState"], state["Result"]) == ("inactive", "success"), state
@@ -372,22 +381,7 @@ def test_stop_hands_back_what_does_not_finish_in_time(
     )
     reload(machine)
     task = f"long-{uuid.uuid4().hex[:8]}"
-    results = subprocess.Popen(
-        ["mosquitto_sub", *auth(broker), "-q", "1", "-C", "1", "-W", "90"]
-        + ["-t", f"clawd/results/{task}"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    wait_subscribed(broker, task)
-    subprocess.run(
-        ["mosquitto_pub", *auth(broker), "-q", "1", "-t", "clawd/tasks/normal/slow"]
-        + ["-m", json.dumps({"id": task, "type": "slow", "input": ""})],
-        check=True,
-    )
-    end = time.monotonic() + 30
-    while machine.sh("pgrep -f 'sleep 2.5'", check=False).returncode != 0:
-        assert time.monotonic() < end, "the task never started"
-        time.sleep(0.1)
+    results = start_slow_task(machine, broker, task)
     machine.sh("systemctl stop clawd")
     state = machine.show("clawd", *STATE)
     assert (state["ActiveState"], state["Result"]) == ("inactive", "success"), state

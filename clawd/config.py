@@ -47,6 +47,7 @@ from clawd.config_walk import Problems, check_tables
 from clawd.durations import parse_duration
 from clawd.errors import ConfigError
 from clawd.schedule import problems as schedule_problems
+from clawd.token_bucket import parse_rate
 
 #: the schema (clawd.config_schema) is part of this module's interface: code that reads a
 #: config imports its types from here, next to load()
@@ -132,6 +133,7 @@ def _build(
     _check_scaling(cfg, p)
     _check_breakers(cfg, p)
     _check_schedules(cfg, p)
+    _check_rates(cfg, p)
     if p.messages:
         raise ConfigError(p.messages)
     return cfg
@@ -224,6 +226,17 @@ def _check_schedules(cfg: Config, p: Problems) -> None:
                 p.add((*path, key), msg)
             else:
                 p.add(path, msg, table=True)
+
+
+def _check_rates(cfg: Config, p: Problems) -> None:
+    """Each ``[handlers.<type>] rate_limit`` is a rate such as "100/s"."""
+    for name, hc in cfg.handlers.items():
+        if not isinstance(hc, HandlerConfig) or hc.rate_limit is None:
+            continue
+        try:
+            parse_rate(hc.rate_limit)
+        except ValueError as exc:
+            p.add(("handlers", name, "rate_limit"), str(exc))
 
 
 def load(path: str | None = None, env: Mapping[str, str] = os.environ) -> Config:

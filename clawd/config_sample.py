@@ -178,6 +178,7 @@ hold_seconds = 60.0
 # enabled = true          # false: this worker does not offer the type
 # timeout = 60.0          # seconds; unset: the handler's own
 # max_attempts = 3        # unset: [retry] max_attempts
+# rate_limit = "100/s"    # "N/s", "N/m" or "N/h": dispatches across all workers; unset: none
 
 # An external command as task type <type>: [handlers.exec.<type>]. The task is JSON on
 # stdin and in $CLAW_MESSAGE; stdout is the result. argv only, never a shell.

@@ -206,6 +206,8 @@ class HandlerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     timeout: PositiveFloat | None = None
     max_attempts: PositiveInt | None = None
+    #: "N/s", "N/m" or "N/h": dispatches of this type across all workers (clawd.token_bucket)
+    rate_limit: str | None = None
 
 
 class ExecConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

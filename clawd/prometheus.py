@@ -93,6 +93,19 @@ class Exporter:
             registry=r,
         )
         self._rules: set[str] = set()
+        self.rate_waits = pc.Counter(
+            "clawd_rate_limited",
+            "Times a task waited for a rate limit's token (type:<type> or rule:<rule id>)",
+            ["limit"],
+            registry=r,
+        )
+        self.rate_waiting = pc.Gauge(
+            "clawd_rate_limit_waiting",
+            "Tasks waiting for a rate limit's token",
+            ["limit"],
+            registry=r,
+        )
+        self._limits: set[str] = set()
         self.broker_connected = pc.Gauge(
             "clawd_broker_connected", "1 while every broker connection is up", registry=r
         )
@@ -104,6 +117,9 @@ class Exporter:
 
     def count(self, event: str, n: int = 1) -> None:
         self.outcomes.labels(event).inc(n)
+
+    def rate_limited(self, key: str) -> None:
+        self.rate_waits.labels(key).inc()
 
     def observe_task(self, lane: str, type_: str, seconds: float) -> None:
         self.task_seconds.labels(type_, lane).observe(seconds)
@@ -129,6 +145,13 @@ class Exporter:
         for rule_id, n in rules.items():
             self.route_hits.labels(rule_id).set(n)
         self._rules = set(rules)
+        limits = {k: v["waiting"] for k, v in snapshot.get("rate_limits", {}).items()}
+        for gone in self._limits - limits.keys():
+            with contextlib.suppress(KeyError):
+                self.rate_waiting.remove(gone)
+        for key, n in limits.items():
+            self.rate_waiting.labels(key).set(n)
+        self._limits = set(limits)
 
     def forget_worker(self, worker_id: str) -> None:
         """Drop the series of a worker the distributor forgot."""

@@ -23,6 +23,7 @@ from clawd.distributor.lifecycle import Lifecycle
 from clawd.distributor.liveness import Liveness
 from clawd.distributor.metrics import Metrics
 from clawd.distributor.outbox import Outbox
+from clawd.distributor.rates import RateLimits
 from clawd.distributor.schedules import Schedules
 from clawd.distributor.tasks import TaskTable
 from clawd.envelope import encode
@@ -77,6 +78,7 @@ class Distributor:
         self.admission = Admission(self.tasks, self.outbox, self.metrics)
         self.routes = RuleTable(journal, self._clear_route)
         self.schedules = Schedules(config, journal, self.admission)
+        self.rates = RateLimits(config, clock.monotonic())
         self._next_tick = 0.0
         self.draining = False
         self.pending_reload: tuple[Any, Any] | None = None
@@ -94,6 +96,7 @@ class Distributor:
         )
         self.breakers.configure(config.breakers)
         self.schedules.configure(config)
+        self.rates.configure(config, clock.monotonic())
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -152,6 +155,11 @@ class Distributor:
         if self.pending_reload is not None:
             self._apply_reload(*self.pending_reload)
         inbox = self.inbox
+        if not inbox:
+            wake = self.wake_at()
+            if wake is not None:
+                # a rate limit's bucket refills then: sleep until it, not a full timeout
+                timeout = min(timeout, max(0.0, wake - clock.monotonic()))
         self.transport.poll(0.0 if inbox else timeout)
         handled = len(inbox)
         while inbox:
@@ -164,11 +172,21 @@ class Distributor:
             self._next_tick = now + 0.5
         if not self.draining:
             dispatch.run(
-                self.tasks, self.fleet, self.breakers, self.strategy, self.life, self.routes
+                self.tasks,
+                self.fleet,
+                self.breakers,
+                self.strategy,
+                self.life,
+                self.routes,
+                self.rates,
             )
         self.outbox.settle()
         self.outbox.flush(self.transport)
         return handled
+
+    def wake_at(self) -> float | None:
+        """When a rate-limited task can next go (monotonic seconds), or None."""
+        return self.rates.wake_at(self.lanes, self.routes, clock.monotonic())
 
     def _tick(self, now: float) -> None:
         self.tasks.promote_due(now)

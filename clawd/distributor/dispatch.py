@@ -2,6 +2,8 @@
 
 Lanes are served in the scheduler's order; in a lane the first of the next ``SCAN`` tasks
 that some worker can take goes (a task nobody can take now does not block the lane). A
+task whose rate limit has no token is parked beside the lane and not counted in the
+``SCAN``, so however many tasks of a limited type queue up, the others behind them go. A
 worker never gets more than its free slots, and what one worker gets in a turn travels
 in one message. Strategies see the fleet's live workers: a grant made earlier in the
 same pass already counts in ``in_flight``.
@@ -17,12 +19,14 @@ from clawd import clock
 from clawd.distributor.breakers import Breakers
 from clawd.distributor.entry import Entry
 from clawd.distributor.fleet import Fleet, WorkerState
+from clawd.distributor.lanes import Lane
 from clawd.distributor.lifecycle import Lifecycle
 from clawd.distributor.tasks import WINDOW, TaskTable
 from clawd.envelope import Task, encode
 from clawd.strategy import TaskView
 
 if TYPE_CHECKING:
+    from clawd.distributor.rates import RateLimits
     from clawd.routing.rules import Rule, RuleTable
 
 log = logging.getLogger("clawd.distributor")
@@ -40,12 +44,17 @@ def run(
     strategy: Any,
     life: Lifecycle,
     routes: RuleTable | None = None,
+    rates: RateLimits | None = None,
 ) -> None:
     """One pass: grant queued tasks to free workers; stage one dispatch message each.
-    With ``routes``, the routing rule that applies to a task narrows its candidates."""
+    With ``routes``, the routing rule that applies to a task narrows its candidates; with
+    ``rates``, a task whose type or rule has no token left is parked until it has."""
     free = fleet.free_slots()
     if not free:
         return
+    now = clock.monotonic()
+    if rates is not None:
+        rates.release(tasks, routes, now)
     # the workers with a free slot, in the fleet's order: nothing in a pass frees a slot or
     # brings a worker online, so every task's candidates are among them (fleet.candidates
     # would scan every worker for every task)
@@ -54,7 +63,6 @@ def run(
     lanes = tasks.lanes
     batches: dict[str, list[Task]] = defaultdict(list)
     blocked: set[str] = set()
-    now = clock.monotonic()
     wall = clock.wall()
     lease = now + config.distributor.liveness_timeout
     while True:
@@ -63,9 +71,10 @@ def run(
             break
         picked: tuple[int, list[WorkerState] | None, str] | None = None
         rule: Rule | None = None
-        for i, e in enumerate(lane.queue):
-            if i >= SCAN:
-                break
+        queue = lane.queue
+        i = 0
+        while i < len(queue) and i < SCAN:
+            e = queue[i]
             t = e.task
             if t.expires_at is not None and t.expires_at < wall:
                 picked = (i, None, "expired")
@@ -75,21 +84,33 @@ def run(
                 if now - e.enqueued_at > config.breaker_config(t.type).hold_seconds:
                     picked = (i, None, "circuit_open")
                     break
+                i += 1
                 continue
+            limited = rates.type_key(t.type, now) if rates is not None else None
+            if limited is not None:
+                _park(tasks, lane, i, limited, life)
+                continue  # the next task moved up to index i
             cands = [
                 w
                 for w in open_
                 if w.can_take(t.type, t.lane, t.requires) and breakers.allows(w.id, t.type)
             ]
+            rule = None
             if routes is not None and routes.order:
                 cands, rule = routes.narrow(t, cands, fleet, breakers)
             if e.lost:
                 # a suspect of killing its worker runs alone, so that if it does it
                 # again no innocent task beside it is blamed (and dead-lettered)
                 cands = [w for w in cands if not w.grants]
+            if cands and rates is not None:
+                limited = rates.rule_key(rule, now)
+                if limited is not None:
+                    _park(tasks, lane, i, limited, life)
+                    continue
             if cands:
                 picked = (i, cands, "")
                 break
+            i += 1
         if picked is None:
             blocked.add(lane.name)
             continue
@@ -105,13 +126,15 @@ def run(
         if w.in_flight >= w.capacity:
             open_.remove(w)
         breakers.dispatched(w.id, e.task.type)
+        if rates is not None:
+            rates.take(e.task.type, rule, now)
         if rule is not None and routes is not None:
             routes.hit(rule)
         batches[w.id].append(e.task)
         life.metrics.dispatched(e.task.lane, now - e.enqueued_at)
         if e.attempt == 1:
             life.metrics.distributed(wall - e.task.submitted_at)
-        if lane.spilled and len(lane.queue) < WINDOW // 2:
+        if lane.spilled and lane.waiting() < WINDOW // 2:
             tasks.page_in(lane)
         free -= 1  # a candidate always had a free slot: the fleet's total drops by one
         if not free:
@@ -119,6 +142,12 @@ def run(
     dispatch = life.topics.dispatch
     for worker_id, granted in batches.items():
         life.outbox.publish(dispatch(worker_id), encode({"tasks": granted}))
+
+
+def _park(tasks: TaskTable, lane: Lane, index: int, key: str, life: Lifecycle) -> None:
+    """A task whose rate limit has no token: parked beside its lane, counted."""
+    tasks.park(lane, index, key)
+    life.metrics.rate_limited(key)
 
 
 def _choose(strategy: Any, e: Entry, found: list[WorkerState]) -> WorkerState:

@@ -18,7 +18,7 @@ from clawd.distributor.entry import Entry
 
 
 class Lane:
-    __slots__ = ("name", "weight", "queue", "pass_", "spilled", "cursor", "served")
+    __slots__ = ("name", "weight", "queue", "pass_", "spilled", "cursor", "served", "parked")
 
     def __init__(self, name: str, weight: int) -> None:
         self.name = name
@@ -30,6 +30,15 @@ class Lane:
         #: the journal seq of the last spilled task paged in
         self.cursor = 0
         self.served = 0
+        #: queued tasks set aside while a rate limit (the key) has no token: still in this
+        #: lane, out of the scan's way (clawd.distributor.rates)
+        self.parked: dict[str, deque[Entry]] = {}
+
+    def waiting(self) -> int:
+        """Queued tasks, the rate-limited ones included."""
+        if not self.parked:
+            return len(self.queue)
+        return len(self.queue) + sum(len(q) for q in self.parked.values())
 
     def oldest_age(self, now: float) -> float:
         return now - self.queue[0].enqueued_at if self.queue else 0.0
@@ -97,4 +106,4 @@ class LaneScheduler:
         lane.pass_ += 1.0 / lane.weight
 
     def depth(self) -> int:
-        return sum(len(ln.queue) for ln in self.lanes.values())
+        return sum(ln.waiting() for ln in self.lanes.values())

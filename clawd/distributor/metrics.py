@@ -35,6 +35,12 @@ class Metrics:
         if self.exporter is not None:
             self.exporter.count(name, n)
 
+    def rate_limited(self, key: str) -> None:
+        """A task waits for rate limit ``key`` (``type:<type>`` or ``rule:<rule id>``)."""
+        self.counters["rate_limited"] += 1
+        if self.exporter is not None:
+            self.exporter.rate_limited(key)
+
     def dispatched(self, lane: str, waited: float) -> None:
         self.dispatch_count += 1
         self.dispatch_wait_total += waited
@@ -62,7 +68,8 @@ class Metrics:
         lanes = {
             ln.name: {
                 "weight": ln.weight,
-                "depth": len(ln.queue),
+                "depth": ln.waiting(),
+                "rate_limited": ln.waiting() - len(ln.queue),
                 "spilled": ln.spilled,
                 "oldest_age": round(ln.oldest_age(now), 3),
                 "served": ln.served,
@@ -107,6 +114,7 @@ class Metrics:
             else 0.0,
             "distribution": distribution,
             "routes": routes,
+            "rate_limits": d.rates.snapshot(d.lanes, now),
         }
 
     def maybe_publish(self, d: Any, now: float) -> dict[str, Any] | None:

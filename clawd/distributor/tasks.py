@@ -4,6 +4,9 @@ An entry moves ``QUEUED -> RUNNING -> (DONE | DELAYED | QUEUED)`` and ``DELAYED 
 QUEUED``; a task whose envelope put off its start (``delay``, ``not_before``) is admitted
 (and recovered after a restart) DELAYED until then; a cancel moves any open state to DONE.
 
+A QUEUED entry whose rate limit has no token is parked beside its lane's queue (still
+QUEUED, holding no worker slot) until the limit's bucket refills (``park``, ``unpark``).
+
 Each dispatch takes a new fencing token (``Entry.attempt``), which only goes
 up, across hand-backs, restarts and dead-letter replays: an outcome carrying an older
 token is about a dispatch that no longer counts. What the journal records (admission,
@@ -50,7 +53,7 @@ class TaskTable:
         """A new task: journaled, and queued unless its lane's backlog lives in the journal."""
         self.journal.add(task, reply)
         lane = self.lanes.lanes[task.lane]
-        if lane.spilled or len(lane.queue) >= WINDOW:
+        if lane.spilled or lane.waiting() >= WINDOW:
             # the journal holds it; it is paged back in order when the lane drains
             lane.spilled = True
             return
@@ -148,10 +151,8 @@ class TaskTable:
             heapq.heapify(self.delayed)
             e.state = State.RUNNING
             return True
-        lane = self.lanes.lanes[e.task.lane]
-        if e.state is not State.QUEUED or e not in lane.queue:
+        if e.state is not State.QUEUED or not self._unqueue(e):
             return False
-        lane.queue.remove(e)
         e.state = State.RUNNING
         return True
 
@@ -197,9 +198,47 @@ class TaskTable:
         """QUEUED or DELAYED -> out of its queue, about to end (a cancel). A DELAYED one
         leaves its heap entry behind: :meth:`promote_due` skips entries that left."""
         if e.state is State.QUEUED:
-            queue = self.lanes.lanes[e.task.lane].queue
-            if e in queue:
-                queue.remove(e)
+            self._unqueue(e)
+
+    def _unqueue(self, e: Entry) -> bool:
+        """Take a QUEUED entry out of its lane's queue or the parking beside it."""
+        lane = self.lanes.lanes[e.task.lane]
+        if e in lane.queue:
+            lane.queue.remove(e)
+            return True
+        for key, parked in lane.parked.items():
+            if e in parked:
+                parked.remove(e)
+                if not parked:
+                    del lane.parked[key]
+                return True
+        return False
+
+    def park(self, lane: Lane, index: int, key: str) -> Entry:
+        """QUEUED, in the lane's queue -> QUEUED, parked under rate limit ``key``: out of
+        the dispatch scan's way (the tasks behind it are not held up) until the limit's
+        bucket has a token again."""
+        e = lane.queue[index]
+        del lane.queue[index]
+        parked = lane.parked.get(key)
+        if parked is None:
+            parked = lane.parked[key] = deque()
+        parked.append(e)
+        return e
+
+    def unpark(self, lane: Lane, key: str, n: int) -> int:
+        """Up to ``n`` of the tasks parked under ``key`` back to the front of their lane's
+        queue, oldest first (all of them when ``n`` is negative); returns how many."""
+        parked = lane.parked.get(key)
+        if parked is None:
+            return 0
+        back = [parked.popleft() for _ in range(len(parked) if n < 0 else min(n, len(parked)))]
+        if not parked:
+            del lane.parked[key]
+        if back and not lane.queue and not lane.spilled:
+            lane.pass_ = max(lane.pass_, self.lanes.vtime)  # as a push into an idle lane
+        lane.queue.extendleft(reversed(back))
+        return len(back)
 
     def load_open(self, task_id: str) -> Entry | None:
         """An open task still only in the journal (a spilled backlog) as an entry that

@@ -2,7 +2,8 @@
 deleted, expired (``ttl``) or out of scope (``scope``).
 
     {"match": "hash(task.id) % 3 == 0", "target": "worker-0", "priority": 500,
-     "ttl": 600, "scope": "batch-7", "lanes": ["normal"], "types": ["resize"]}
+     "ttl": 600, "scope": "batch-7", "lanes": ["normal"], "types": ["resize"],
+     "rate_limit": "10/s"}
 
 At dispatch, the rules are tried from the highest priority down (ties by rule id). A rule
 applies to a task when its ``lanes`` and ``types`` (if given) include the task's and its
@@ -10,7 +11,8 @@ applies to a task when its ``lanes`` and ``types`` (if given) include the task's
 target (a worker its ``target`` names or glob matches that is online, serves the type
 and lane, has the required capabilities and a closed breaker) decides: the task goes to
 one of those targets, chosen by the configured strategy, and waits in its lane while
-they are all busy. A rule whose targets are all unable (gone, lacking the handler) is
+they are all busy (or while its ``rate_limit``, if any, has no token left: see
+:mod:`clawd.distributor.rates`). A rule whose targets are all unable (gone, lacking the handler) is
 passed over; when no rule decides, the strategy chooses among every candidate.
 """
 
@@ -27,6 +29,7 @@ import msgspec
 
 from clawd import clock
 from clawd.routing.expr import Condition, ExprError, parse
+from clawd.token_bucket import Rate, parse_rate
 from clawd.wire import Unreadable
 
 if TYPE_CHECKING:
@@ -61,6 +64,8 @@ class RuleDoc(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_def
     scope: str | None = None
     lanes: Names | None = None
     types: Names | None = None
+    #: "N/s", "N/m" or "N/h": tasks this rule routes, across all its targets
+    rate_limit: str | None = None
 
 
 _decode = msgspec.json.Decoder(RuleDoc).decode
@@ -78,6 +83,8 @@ class Rule:
     #: wall-clock seconds when this version of the rule arrived
     added_at: float
     hits: int = 0
+    #: the parsed ``rate_limit``
+    rate: Rate | None = None
 
     @property
     def expires_at(self) -> float | None:
@@ -137,7 +144,13 @@ def decode(rule_id: str, payload: bytes, added_at: float) -> Rule:
             condition = parse(doc.match)
         except ExprError as exc:
             raise Unreadable(f"{where}: match: {exc}") from None
-    return Rule(rule_id, doc, condition, targets, payload, added_at)
+    rate = None
+    if doc.rate_limit is not None:
+        try:
+            rate = parse_rate(doc.rate_limit)
+        except ValueError as exc:
+            raise Unreadable(f"{where}: rate_limit: {exc}") from None
+    return Rule(rule_id, doc, condition, targets, payload, added_at, rate=rate)
 
 
 def task_view(task: Task) -> dict[str, Any]:

@@ -40,6 +40,7 @@ def _publish(ctx: click.Context, rule_id: str, payload: bytes) -> None:
 @click.option("--scope", help="Task, group or workflow id: the rule ends when it has a result.")
 @click.option("--lane", "lanes", multiple=True, help="Only tasks of this lane (repeatable).")
 @click.option("--type", "types", multiple=True, help="Only tasks of this type (repeatable).")
+@click.option("--rate-limit", help='Most tasks this rule routes: "10/s", "N/m" or "N/h".')
 @click.pass_context
 def route_add(
     ctx: click.Context,
@@ -51,6 +52,7 @@ def route_add(
     scope: str | None,
     lanes: tuple[str, ...],
     types: tuple[str, ...],
+    rate_limit: str | None,
 ) -> None:
     """Add or replace rule RULE_ID (checked here first: a bad rule is never published)."""
     from clawd.routing.rules import decode as decode_rule
@@ -67,6 +69,8 @@ def route_add(
         doc["lanes"] = list(lanes)
     if types:
         doc["types"] = list(types)
+    if rate_limit is not None:
+        doc["rate_limit"] = rate_limit
     payload = encode(doc)
     try:
         decode_rule(rule_id, payload, 0.0)

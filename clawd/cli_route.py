@@ -55,8 +55,41 @@ def route_add(
     rate_limit: str | None,
 ) -> None:
     """Add or replace rule RULE_ID (checked here first: a bad rule is never published)."""
-    from clawd.routing.rules import decode as decode_rule
     from clawd.wire import Unreadable
+
+    try:
+        payload = rule_payload(
+            rule_id,
+            match=match,
+            target=target,
+            priority=priority,
+            ttl=ttl,
+            scope=scope,
+            lanes=lanes,
+            types=types,
+            rate_limit=rate_limit,
+        )
+    except Unreadable as exc:
+        fail(exc.error)
+    _publish(ctx, rule_id, payload)
+    click.echo(f"rule {rule_id} published")
+
+
+def rule_payload(
+    rule_id: str,
+    *,
+    match: str | None,
+    target: str,
+    priority: int,
+    ttl: float | None,
+    scope: str | None,
+    lanes: tuple[str, ...],
+    types: tuple[str, ...],
+    rate_limit: str | None,
+) -> bytes:
+    """The retained document ``clawd route add`` publishes for these options, checked as
+    the distributor will check it (raises :class:`clawd.wire.Unreadable`)."""
+    from clawd.routing.rules import decode as decode_rule
 
     doc: dict[str, Any] = {"target": target, "priority": priority}
     if match is not None:
@@ -72,12 +105,8 @@ def route_add(
     if rate_limit is not None:
         doc["rate_limit"] = rate_limit
     payload = encode(doc)
-    try:
-        decode_rule(rule_id, payload, 0.0)
-    except Unreadable as exc:
-        fail(exc.error)
-    _publish(ctx, rule_id, payload)
-    click.echo(f"rule {rule_id} published")
+    decode_rule(rule_id, payload, 0.0)
+    return payload
 
 
 @route_group.command("rm")

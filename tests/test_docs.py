@@ -62,3 +62,57 @@ def test_every_strategy_option_is_documented(option: str) -> None:
     assert f"| `{option}` |" in (DOCS / "strategies.md").read_text(), (
         f"docs/strategies.md has no row for option {option!r} in an options table"
     )
+
+
+def doc_rules() -> dict[str, dict[str, object]]:
+    """Every rule docs/strategies.md and the README add (``clawd route add`` or
+    ``mosquitto_pub -r`` on ``clawd/routes/<id>``), by rule id, as the distributor reads it.
+    A loop's ``$i`` is taken as 0; ``[--option X]`` (optional syntax) is left out."""
+    import json
+    import re
+    import shlex
+
+    from clawd.cli_route import route_add, rule_payload
+    from clawd.routing.rules import decode
+
+    text = (DOCS / "strategies.md").read_text() + (DOCS.parent / "README.md").read_text()
+    rules: dict[str, dict[str, object]] = {}
+    for line in text.splitlines():
+        line = line.strip().removeprefix("# or: ").rstrip("\\").strip()
+        if line.startswith("clawd route add "):
+            line = re.sub(r" \[--[^\]]*\]", "", line).replace("$i", "0")
+            ctx = route_add.make_context("add", shlex.split(line)[3:])
+            payload = rule_payload(ctx.params.pop("rule_id"), **ctx.params)
+            rule_id = shlex.split(line)[3]
+        elif line.startswith("mosquitto_pub") and "clawd/routes/" in line and " -m " in line:
+            argv = shlex.split(line)
+            rule_id = argv[argv.index("-t") + 1].split("/")[-1]
+            payload = argv[argv.index("-m") + 1].encode()
+        else:
+            continue
+        rules[rule_id] = json.loads(decode(rule_id, payload, 0.0).raw)
+    return rules
+
+
+def test_the_documented_rules_are_valid_and_are_the_ones_the_tests_run() -> None:
+    rules = doc_rules()
+    # the seed's three distributions and its dedicated lane, as tests/test_routes_e2e.py
+    # publishes them (round robin by hash, capability, load-based pool, dedicated lane)
+    assert rules["distribute_round_robin_0"] == {
+        "match": "hash(task_id) % 3 == 0",
+        "target": "worker_0",
+        "priority": 500,
+    }
+    assert rules["route_by_capability_gpu"] == {
+        "match": "task.meta.capability == 'gpu'",
+        "target": "worker_gpu_*",
+        "priority": 600,
+    }
+    assert rules["pool_batch"]["target"] == "batch_*"
+    assert rules["high_priority_lane"] == {
+        "lanes": ["urgent"],
+        "target": "dedicated_worker",
+        "priority": 900,
+    }
+    assert rules["nightly"]["rate_limit"] == "10/s"
+    assert {"gpu", "gpu_big"} <= set(rules)

@@ -305,3 +305,32 @@ def test_priority_lane_with_a_dedicated_worker(tmp_path, broker, make_config, st
         assert {ran[f"n-{i}"] for i in range(8)} == {"general-1", "general-2"}
     finally:
         seen.close()
+
+
+def test_load_based_a_rule_narrows_the_pool_and_least_loaded_picks(
+    tmp_path, broker, make_config, start_clawd, clawd_env
+):
+    # the seed's load-based distribution, as docs/strategies.md shows it
+    cfg = make_config('[distributor]\nstrategy = "least_loaded"\n\n[worker]\nconcurrency = 1\n')
+    seen = Listener(broker.url, "clawd/metrics", "clawd/results/+")
+    try:
+        start_fleet(tmp_path, start_clawd, cfg, "other_1", "batch_1", "batch_2")
+        metrics(seen, online("other_1", "batch_1", "batch_2"))
+        out = run_cli(
+            "-c", str(cfg), "route", "add", "pool_batch", "--match", "task.type == 'sleep'",
+            "--target", "batch_*", "--priority", "100", env=clawd_env,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        metrics(seen, rules_are("pool_batch"))
+        sleeps = [{"id": f"s-{i}", "type": "sleep", "input": 0.3} for i in range(6)]
+        ran = run_tasks(broker, seen, sleeps + echo("e", 9))
+        # the pool's tasks only on the pool, spread over it by load (one slot each: a busy
+        # worker is never the least loaded)
+        assert {ran[f"s-{i}"] for i in range(6)} == {"batch_1", "batch_2"}
+        # tasks no rule matches are balanced over every worker
+        assert {ran[f"e-{i}"] for i in range(9)} <= {"other_1", "batch_1", "batch_2"}
+        assert "other_1" in {ran[f"e-{i}"] for i in range(9)}
+        snap = metrics(seen, lambda d: d["distribution"]["rule_hits"].get("pool_batch") == 6)
+        assert snap["distribution"]["tasks_distributed"] == 15
+    finally:
+        seen.close()

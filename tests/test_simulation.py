@@ -63,6 +63,19 @@ def test_the_seeds_do_inject_every_kind_of_fault() -> None:
     assert not missing
 
 
+def test_the_seeds_do_every_operator_action() -> None:
+    # rules changed mid-run, cancels racing completion, a long outage across a schedule
+    # slot (clawd.sim.operator); rate limits, delays and the schedule are in every seed
+    seen: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    for seed in range(1, 21):
+        r = simulate(seed, 60)
+        seen.update(r.faults)
+        outcomes.update(r.outcomes)
+    assert {"rule_change", "cancel", "distributor_outage"} <= set(seen)
+    assert outcomes["cancelled"] > 0
+
+
 def test_a_seed_replays_exactly() -> None:
     a, b = simulate(11, 80), simulate(11, 80)
     assert a.digest == b.digest

@@ -96,7 +96,8 @@ def run(
                 if w.can_take(t.type, t.lane, t.requires) and breakers.allows(w.id, t.type)
             ]
             rule = None
-            if routes is not None and routes.order:
+            if cands and routes is not None and routes.order:
+                # (no candidate at all: no rule can make one, and trying them costs)
                 cands, rule = routes.narrow(t, cands, fleet, breakers)
             if e.lost:
                 # a suspect of killing its worker runs alone, so that if it does it

@@ -15,7 +15,7 @@ from clawd.distributor.entry import State
 from clawd.distributor.lifecycle import Lifecycle
 
 #: bugs :func:`plant` can put in, to show the simulator catches them
-PLANTS = ("fencing", "requeue")
+PLANTS = ("fencing", "requeue", "rate", "early")
 
 
 def consistency(d: Any) -> list[str]:
@@ -23,7 +23,8 @@ def consistency(d: Any) -> list[str]:
     problems: list[str] = []
     queued: dict[str, int] = {}
     for lane in d.lanes.lanes.values():
-        for e in lane.queue:
+        parked = [e for waiting in lane.parked.values() for e in waiting]
+        for e in [*lane.queue, *parked]:
             queued[e.task.id] = queued.get(e.task.id, 0) + 1
             if e.state is not State.QUEUED:
                 problems.append(f"task {e.task.id} is in lane {lane.name} but {e.state.value}")
@@ -46,6 +47,11 @@ def consistency(d: Any) -> list[str]:
         elif held:
             problems.append(f"task {task_id} is {e.state.value} but granted to {held}")
     return problems
+
+
+def rules(d: Any) -> set[str]:
+    """The ids of the routing rules the distributor has in force."""
+    return set(d.routes.rules)
 
 
 def breaker_state(d: Any, key: str) -> str:
@@ -123,7 +129,8 @@ def plant(bug: str | None) -> Iterator[None]:
 
     ``fencing``: an outcome is accepted from whichever attempt and worker reports it, as
     if the (task, attempt, worker) check were missing. ``requeue``: a worker's tasks are
-    forgotten, not requeued, when it is lost.
+    forgotten, not requeued, when it is lost. ``rate``: a dispatch takes no token from
+    its rate limits. ``early``: a delayed task is queued at once, its time ignored.
     """
     if bug is None:
         yield
@@ -154,6 +161,24 @@ def plant(bug: str | None) -> Iterator[None]:
             self.fleet.release_all(w)  # forgotten, not requeued
 
         patched = (Lifecycle, "lose", real, lose)
+    elif bug == "rate":
+        from clawd.distributor.rates import RateLimits
+
+        real = RateLimits.take
+
+        def take(self: RateLimits, type_name: str, rule: Any, now: float) -> None:
+            return None  # a dispatch that takes no token: the bucket never empties
+
+        patched = (RateLimits, "take", real, take)
+    elif bug == "early":
+        from clawd.distributor.tasks import TaskTable
+
+        real = TaskTable._place
+
+        def place(self: TaskTable, e: Any) -> None:
+            self.lanes.push(e)  # not_before ignored: queued at once
+
+        patched = (TaskTable, "_place", real, place)
     else:
         raise ValueError(f"unknown bug {bug!r} (known: {', '.join(PLANTS)})")
     owner, name, original, replacement = patched

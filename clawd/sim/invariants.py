@@ -40,6 +40,7 @@ def check(sim: Simulation) -> list[str]:
         *_executions(sim),
         *_ghosts(sim),
         *_settled(sim),
+        *sim.operator.check(),
     ]
 
 
@@ -60,8 +61,8 @@ def _results(sim: Simulation) -> list[str]:
             problems.append(f"task {task_id} has {len(docs)} different results: {shown}")
         doc = docs[0]
         status, worker = doc.get("status"), doc.get("worker")
-        if status == "rejected":
-            continue
+        if status in ("rejected", "cancelled"):
+            continue  # a cancel ends a task whatever its attempt did (clawd.sim.operator)
         # the fencing token of the attempt that ended it: an ok result carries it in its
         # value (the handler returns its attempt), a dead letter in its history
         if status == "ok":

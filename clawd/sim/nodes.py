@@ -110,6 +110,8 @@ class DistributorNode(Node):
         super().__init__(sim, "distributor")
         self.journal_path = journal_path
         self.d: Distributor | None = None
+        #: the instant a turn is already set for, for a rate limit's refill
+        self.wake = 0.0
 
     def start(self) -> None:
         s = self.sim
@@ -135,6 +137,13 @@ class DistributorNode(Node):
     def step(self) -> None:
         assert self.d is not None
         self.d.run_once(0.0)
+        wake = self.d.wake_at()
+        if wake is not None and wake != self.wake:
+            # a rate limit's bucket refills then: turn the loop at that instant, as the
+            # daemon's loop sleeps until it
+            self.wake = wake
+            gen = self.incarnation
+            self.sim.clock.at(wake, lambda: self._turn(gen) if not self._due else None)
         if self.sim.check_steps:
             for problem in internals.consistency(self.d):
                 self.sim.ledger.violation(problem)

@@ -31,6 +31,7 @@ from clawd.sim.config import FORGET, sim_config
 from clawd.sim.faults import Faults, Profile
 from clawd.sim.ledger import Ledger
 from clawd.sim.nodes import DistributorNode, ProducerNode, WorkerNode
+from clawd.sim.operator import MeteredHandlers, Operator
 from clawd.sim.transport import SimDelivery, SimTransport
 from clawd.sim.workload import SimHandlers, Submission, draw
 from clawd.strategies import builtin
@@ -99,6 +100,7 @@ class Simulation:
         self.profile = Profile.draw(rng, calm=calm)
         self.faults = Faults(rng, self.profile)
         self.config = sim_config(rng, str(state_dir))
+        self.operator = Operator(self)
         self.keepalive = 2.0
         self.check_steps = check_steps
         self.ledger = Ledger(Topics(self.config.broker.prefix))
@@ -106,6 +108,7 @@ class Simulation:
         self.broker = SimBroker(self.clock, self.faults, keepalive=self.keepalive, tap=self._tap)
         plugins = self.plugins = Plugins(self.config)
         plugins.register_object(SimHandlers(), "sim")
+        plugins.register_object(MeteredHandlers(), "sim-metered")
         plugins.register_object(builtin, "strategies")
         plugins.collect()
         self.distributor = DistributorNode(self, state_dir / "journal.db")
@@ -113,12 +116,14 @@ class Simulation:
         self.window = max(5.0, tasks * SUBMIT_EVERY)
         poison = 0 if calm else rng.choice((0, 0, 1, 2))
         self.workload = draw(rng, tasks, self.window, poison=poison)
+        self.operator.decorate(self.workload)
         self.producer = self._producer()
         self._pending: list[tuple[str, SimDelivery]] = []
         self._digest = hashlib.blake2b(digest_size=8)
         #: task ids whose every message and execution is printed (``--trace``)
         self.trace = self.ledger.trace
         self.chaos = Chaos(self)
+        self.broker.on_send = self._sent
 
     # -- observation ---------------------------------------------------------------------
 
@@ -128,6 +133,7 @@ class Simulation:
         if "/workers/" not in pkt.topic:
             self._digest.update(pkt.payload)
         self.ledger.tap(pkt, publisher)
+        self.operator.tap(pkt)
         if self.trace:
             self._trace(pkt, publisher)
 
@@ -139,7 +145,9 @@ class Simulation:
                 return
 
     def _sent(self, pkt: Packet, publisher: str) -> None:
-        self._trace(pkt, publisher, "sends")
+        self.operator.sent(pkt, publisher)
+        if self.trace:
+            self._trace(pkt, publisher, "sends")
 
     def fault(self, kind: str, target: str | None = None, lasts: float = 0.0) -> None:
         """Count a fault and expose the tasks it puts at risk (see :mod:`clawd.sim.chaos`)."""
@@ -157,7 +165,8 @@ class Simulation:
 
     def submit(self, sub: Submission) -> None:
         topic = self.ledger.topics.tasks(sub.lane)
-        delivery = self.producer.publish_tracked(topic, msgspec.json.encode(sub.envelope))
+        envelope = self.operator.envelope(sub)
+        delivery = self.producer.publish_tracked(topic, msgspec.json.encode(envelope))
         self._pending.append((sub.id, delivery))
 
     def _settle_acks(self) -> None:
@@ -186,9 +195,10 @@ class Simulation:
             clk.at(start + sub.at, self._submitter(sub))
         fault_end = start + self.window + 5.0
         self.chaos.schedule(fault_end - clk.now)
+        self.operator.schedule(start, fault_end)
         clk.run_until(fault_end)
         self.faults.end()
-        clk.run_until(fault_end + 10.0)
+        clk.run_until(max(fault_end, self.operator.quiet_at) + 10.0)
         # every acknowledged task must end: give up only when results stop coming
         stalled = clk.now + DEADLINE
         seen = self.ledger.results_published
@@ -269,8 +279,6 @@ def simulate(
                 seed, tasks, Path(tmp), workers=workers, calm=calm, check_steps=check_steps
             )
             sim.trace.update(trace)
-            if trace:
-                sim.broker.on_send = sim._sent
             clawd_clock.use(sim.clock.monotonic, sim.clock.wall)
             with internals.plant(plant):
                 report = sim.run()

@@ -116,6 +116,7 @@ class DistributorNode(Node):
     def start(self) -> None:
         s = self.sim
         journal = Journal(self.journal_path, fsync=False)
+        self.wake = 0.0
         d = self.d = Distributor(s.config, s.plugins, journal)
         d.recover()
         dispatched = {

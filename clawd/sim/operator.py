@@ -132,8 +132,6 @@ class Operator:
         sim = self.sim
         rng = sim.rng
         clk = sim.clock
-        rl = {"target": "*", "match": "task.meta.rl == true", "priority": 1000}
-        self._rule(RL_RULE, {**rl, "rate_limit": self.rule_rate})
         for n in range(self.n_rules):
             clk.at(rng.uniform(start, fault_end - 2.0), self._rule_change(f"op{n % 3}"))
         for _ in range(self.n_cancels):
@@ -147,6 +145,19 @@ class Operator:
             clk.at(begin, lambda: self._outage(down))
             self.quiet_at = max(fault_end, begin + down + 2.0)
         clk.at(self.quiet_at, self._end_schedule)
+
+    def prepare(self) -> None:
+        """Before the workload: the rule that limits the ``meta.rl`` tasks (the run waits
+        until the distributor has it, see :meth:`ready`, so every such task is routed by
+        it)."""
+        rl = {"target": "*", "match": "task.meta.rl == true", "priority": 1000}
+        self._rule(RL_RULE, {**rl, "rate_limit": self.rule_rate})
+
+    def ready(self) -> bool:
+        from clawd.sim import internals
+
+        d = self.sim.distributor.d
+        return d is not None and RL_RULE in internals.rules(d)
 
     def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         self.sim.producer.publish(topic, payload, qos=1, retain=retain)

@@ -190,6 +190,9 @@ class Simulation:
         session = f"clawd-distributor-{self.config.broker.prefix}"
         while not getattr(self.broker.sessions.get(session), "subs", None):
             clk.run_until(clk.now + 0.1)
+        self.operator.prepare()
+        while not self.operator.ready():
+            clk.run_until(clk.now + 0.1)
         start = clk.now + 1.0
         for sub in self.workload:
             clk.at(start + sub.at, self._submitter(sub))

@@ -126,6 +126,24 @@ def test_a_cancelled_dispatch_frees_its_slot_and_reports_nothing(tmp_path: Path)
     assert ("t1", 2) not in reports(t)[-1].running
 
 
+def test_a_cancelled_run_delivered_again_is_not_run_again(tmp_path: Path) -> None:
+    # a QoS 1 resend after a reconnect brings the grant again, then its cancel (found by
+    # the simulator: python -m clawd.sim --seed 90 --tasks 150, before this fix)
+    w, t, gate = make(tmp_path)
+    grant(t, ("t1", 1))
+    w.run_once(0)
+    assert gate.started.wait(10)
+    t.deliver(f"{P}/_/w/w1/tasks", b'{"tasks": [], "cancel": [["t1", 1]]}')
+    w.run_once(0)
+    gate.release.set()
+    grant(t, ("t1", 1))
+    t.deliver(f"{P}/_/w/w1/tasks", b'{"tasks": [], "cancel": [["t1", 1]]}')
+    grant(t, ("t2", 1))
+    run_until(w, t, lambda: any(o.id == "t2" for r in reports(t) for o in r.outcomes))
+    assert gate.calls == [("t1", 1), ("t2", 1)]
+    assert [o.id for r in reports(t) for o in r.outcomes] == ["t2"]
+
+
 class Stuck:
     """A process-isolated handler that never returns; it writes its pid first."""
 

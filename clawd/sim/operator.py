@@ -61,7 +61,7 @@ class MeteredHandlers:
 
 
 class Operator:
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Simulation, *, calm: bool = False) -> None:
         self.sim = sim
         rng = sim.rng
         self.metered_rate = f"{rng.choice((2, 4, 8))}/s"
@@ -72,6 +72,10 @@ class Operator:
         self.catch_up = rng.choice(("skip", "run_once"))
         self.n_rules = rng.randint(1, 6)
         self.n_cancels = rng.randint(0, 5)
+        #: a calm run: limits and delays only (nothing that ends or adds tasks, no outage)
+        self.calm = calm
+        if calm:
+            self.outage, self.n_rules, self.n_cancels = False, 0, 0
         #: id -> seconds after its publication before which it must not be dispatched
         self.delays: dict[str, float] = {}
         #: ids whose not_before is stamped when published (the others carry ``delay``)
@@ -96,6 +100,8 @@ class Operator:
                 catch_up=self.catch_up,  # type: ignore[arg-type]
             )
         }
+        if calm:
+            schedules = {}
         sim.config = msgspec.structs.replace(sim.config, handlers=handlers, schedules=schedules)
 
     # -- the workload --------------------------------------------------------------------
@@ -323,7 +329,7 @@ class Operator:
             for task_id, docs in led.results.items()
             if task_id.startswith(prefix)
         }
-        if not fired:
+        if not fired and not self.calm:
             return [f"schedule {SCHEDULE} (every {self.every} s) never fired"]
         late = sorted(s for s, doc in fired.items() if doc.get("submitted_at", 0) - s > GRACE)
         problems = []

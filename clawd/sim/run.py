@@ -100,7 +100,7 @@ class Simulation:
         self.profile = Profile.draw(rng, calm=calm)
         self.faults = Faults(rng, self.profile)
         self.config = sim_config(rng, str(state_dir))
-        self.operator = Operator(self)
+        self.operator = Operator(self, calm=calm)
         self.keepalive = 2.0
         self.check_steps = check_steps
         self.ledger = Ledger(Topics(self.config.broker.prefix))

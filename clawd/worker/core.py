@@ -69,6 +69,9 @@ class Worker:
         #: delivered again after its run ended is answered with it, not run again (the
         #: submission time tells an id submitted again once forgotten from a redelivery)
         self._finished: OrderedDict[tuple[str, int, Any], dict[str, Any]] = OrderedDict()
+        #: runs cancelled here, the same way: a grant of one delivered again (a QoS 1
+        #: resend after a reconnect) is not run again
+        self._cancelled: OrderedDict[tuple[str, int, Any], None] = OrderedDict()
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -208,12 +211,17 @@ class Worker:
             return  # already ended here, or superseded
         del self.running[task_id]
         current[1].cancelled.set()
+        self._cancelled[(task_id, attempt, current[1].submitted_at)] = None
+        if len(self._cancelled) > REMEMBER:
+            self._cancelled.popitem(last=False)
         log.info("task %s cancelled; stopping it", task_id)
 
     def _start(self, task: Task) -> None:
         prior = self.running.get(task.id)
         if prior is not None and prior[0] >= task.attempt:
             return  # a redelivered grant of something already running
+        if (task.id, task.attempt, task.submitted_at) in self._cancelled:
+            return  # a redelivered grant of a run cancelled here
         ended = self._finished.get((task.id, task.attempt, task.submitted_at))
         if ended is not None:
             # a redelivered grant of a run that ended: its outcome again, not a second run

@@ -71,3 +71,26 @@ def test_route_hits_follow_the_rules_in_force() -> None:
         assert 'clawd_route_hits{rule="rr-1"} 3.0' in text
     finally:
         e.close()
+
+
+def test_rate_limited_waits_are_counted_per_limit() -> None:
+    from prometheus_client import generate_latest
+
+    from clawd.prometheus import Exporter
+
+    e = Exporter(free_port())
+    base = {"lanes": {}, "in_flight": 0, "workers": {}}
+    try:
+        for _ in range(3):
+            e.rate_limited("type:resize")
+        e.rate_limited("rule:slow")
+        waiting = {"type:resize": {"rate": "5/s", "tokens": 0.2, "waiting": 7}}
+        e.update({**base, "rate_limits": waiting})
+        text = generate_latest(e.registry).decode()
+        assert 'clawd_rate_limited_total{limit="type:resize"} 3.0' in text
+        assert 'clawd_rate_limited_total{limit="rule:slow"} 1.0' in text
+        assert 'clawd_rate_limit_waiting{limit="type:resize"} 7.0' in text
+        e.update({**base, "rate_limits": {}})  # the limit removed by a reload
+        assert "clawd_rate_limit_waiting{" not in generate_latest(e.registry).decode()
+    finally:
+        e.close()

@@ -92,15 +92,26 @@ PRUNE_INDEX = (
 #: the last slot each periodic schedule fired (or let pass), so a restart never fires it again
 SCHEDULES = "CREATE TABLE IF NOT EXISTS schedules (name TEXT PRIMARY KEY, slot REAL NOT NULL)"
 
+#: open groups (``clawd.workflow``): the group as JSON (lane, member ids, then); a row
+#: leaves when the group ends, its result kept in ``tasks`` like any other
+GROUPS = """
+CREATE TABLE IF NOT EXISTS groups (
+    id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    reply BLOB,
+    submitted_at REAL NOT NULL
+)"""
+
 #: ids per lookup query (SQLite allows 32 766 parameters)
 LOOKUP_CHUNK = 500
 
 #: the schema version this code writes (``PRAGMA user_version``)
-VERSION = 3
+VERSION = 4
 #: what brings a journal of version N-1 to N (version 0: created before versions existed)
 MIGRATIONS = {
     2: "ALTER TABLE tasks ADD COLUMN published INTEGER NOT NULL DEFAULT 1",
     3: ROUTES,
+    4: GROUPS,
 }
 
 
@@ -132,6 +143,7 @@ class Journal:
             self.db.executescript(SCHEMA)
             self.db.execute(PRUNE_INDEX)
             self.db.execute(SCHEDULES)
+            self.db.execute(GROUPS)
         except sqlite3.Error as exc:
             raise JournalError(f"journal {path}: {exc}") from None
         self._adds: list[tuple[Any, ...]] = []
@@ -142,6 +154,8 @@ class Journal:
         self._published: list[tuple[str]] = []
         self._histories: list[tuple[bytes, str]] = []
         self._slots: list[tuple[str, float]] = []
+        self._groups_added: list[tuple[str, bytes, bytes | None, float]] = []
+        self._groups_ended: list[tuple[str]] = []
         self.retention = retention
         #: ids a lookup found only in rows past the retention (not yet pruned): forgotten
         self._expired: set[str] = set()
@@ -241,6 +255,8 @@ class Journal:
             or self._histories
             or self._published
             or self._slots
+            or self._groups_added
+            or self._groups_ended
         )
 
     def commit(self) -> None:
@@ -281,6 +297,7 @@ class Journal:
                 db.executemany("UPDATE tasks SET published=1 WHERE id=?", self._published)
             if self._slots:
                 db.executemany("INSERT OR REPLACE INTO schedules VALUES (?,?)", self._slots)
+            self._commit_groups()
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -295,6 +312,34 @@ class Journal:
         self._histories.clear()
         self._published.clear()
         self._slots.clear()
+        self._groups_added.clear()
+        self._groups_ended.clear()
+
+    # -- groups (clawd.distributor.groups): staged, written by commit -------------------
+
+    def add_group(self, group_id: str, body: bytes, reply: bytes | None, at: float) -> None:
+        """A new open group (its members are added as tasks in the same commit)."""
+        self._groups_added.append((group_id, body, reply, at))
+
+    def end_group(self, group_id: str) -> None:
+        """A group ended: it leaves; its result is a task row (:meth:`add`, :meth:`finish`)."""
+        self._groups_ended.append((group_id,))
+
+    def _commit_groups(self) -> None:
+        if self._groups_added:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO groups(id, body, reply, submitted_at) VALUES (?,?,?,?)",
+                self._groups_added,
+            )
+        if self._groups_ended:
+            self.db.executemany("DELETE FROM groups WHERE id=?", self._groups_ended)
+
+    def open_groups(self) -> list[tuple[str, bytes, bytes | None]]:
+        """Every open group in submission order: (id, body, reply)."""
+        return [
+            (r[0], bytes(r[1]), bytes(r[2]) if r[2] is not None else None)
+            for r in self.db.execute("SELECT id, body, reply FROM groups ORDER BY submitted_at, id")
+        ]
 
     # -- reads ---------------------------------------------------------------------------
 

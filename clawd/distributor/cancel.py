@@ -28,7 +28,13 @@ def cancel(ids: list[str], *, tasks: TaskTable, fleet: Fleet, life: Lifecycle) -
     """Cancel each of ``ids``; the answer says what became of each one:
     ``{"cancelled": [...], "finished": {id: status}, "unknown": [...]}``."""
     answer: dict[str, Any] = {"cancelled": [], "finished": {}, "unknown": []}
+    flows = life.flows
     for task_id in dict.fromkeys(ids):
+        if flows is not None and task_id in flows.open:
+            # a group: its running members and its then, then the group itself
+            flows.cancel(task_id, lambda i: _cancel_one(i, tasks=tasks, fleet=fleet, life=life))
+            answer["cancelled"].append(task_id)
+            continue
         e = tasks.get(task_id) or tasks.load_open(task_id)
         if e is not None:
             _end(e, tasks=tasks, fleet=fleet, life=life)
@@ -41,6 +47,12 @@ def cancel(ids: list[str], *, tasks: TaskTable, fleet: Fleet, life: Lifecycle) -
         else:
             answer["unknown"].append(task_id)
     return answer
+
+
+def _cancel_one(task_id: str, *, tasks: TaskTable, fleet: Fleet, life: Lifecycle) -> None:
+    e = tasks.get(task_id) or tasks.load_open(task_id)
+    if e is not None:
+        _end(e, tasks=tasks, fleet=fleet, life=life)
 
 
 def _end(e: Entry, *, tasks: TaskTable, fleet: Fleet, life: Lifecycle) -> None:

@@ -18,6 +18,7 @@ from clawd.distributor.admission import Admission
 from clawd.distributor.breakers import Breakers
 from clawd.distributor.entry import Entry
 from clawd.distributor.fleet import Fleet
+from clawd.distributor.groups import Groups
 from clawd.distributor.lanes import LaneScheduler
 from clawd.distributor.lifecycle import Lifecycle
 from clawd.distributor.liveness import Liveness
@@ -75,6 +76,8 @@ class Distributor:
         self.liveness = Liveness(self.fleet, self.life)
         self.transport: Any = None
         self.admission = Admission(self.tasks, self.outbox, self.metrics)
+        self.flows = Groups(self.tasks, self.outbox, self.metrics, self.topics)
+        self.life.flows = self.admission.flows = self.flows
         self.routes = RuleTable(journal, self._clear_route)
         self.schedules = Schedules(config, journal, self.admission)
         self._next_tick = 0.0
@@ -120,6 +123,9 @@ class Distributor:
         n = self.tasks.recover()
         if n:
             log.info("resumed %d open task(s) from the journal", n)
+        groups = self.flows.load()
+        if groups:
+            log.info("resumed %d open group(s) from the journal", groups)
         # what was in flight may still run: a worker's report reclaims it within a
         # liveness timeout, after which it is dispatched again
         held = self.tasks.hold(float(self.config.distributor.liveness_timeout))

@@ -44,6 +44,7 @@ SCHEDULED = (
     "broker_restart",
     "distributor_crash",
     "resubmit",
+    "member_lost",
 )
 
 

@@ -23,7 +23,7 @@ import msgspec
 
 from clawd import clock as clawd_clock
 from clawd.plugins import Plugins
-from clawd.sim import internals, invariants
+from clawd.sim import flows, internals, invariants
 from clawd.sim.broker import Packet, SimBroker
 from clawd.sim.chaos import Chaos
 from clawd.sim.clock import SimClock
@@ -93,6 +93,7 @@ class Simulation:
         check_steps: bool = True,
     ) -> None:
         self.seed = seed
+        self.tasks = tasks
         self.rng = rng = random.Random(seed)
         random.seed(seed)
         self.clock = SimClock()
@@ -217,13 +218,17 @@ class Simulation:
 
     def _all_done(self) -> bool:
         self._settle_acks()
-        return not self._pending and all(i in self.ledger.outcomes for i in self.ledger.acked)
+        return (
+            not self._pending
+            and all(i in self.ledger.outcomes for i in self.ledger.acked)
+            and not flows.pending_thens(self)
+        )
 
     def _report(self) -> Report:
         led = self.ledger
         violations = list(dict.fromkeys(led.violations))
         violations += invariants.check(self)
-        report = Report(seed=self.seed, tasks=len(self.workload), workers=len(self.workers))
+        report = Report(seed=self.seed, tasks=self.tasks, workers=len(self.workers))
         report.acked = len(led.acked)
         report.results = led.results_published
         report.outcomes = Counter(docs[0]["status"] for docs in led.results.values())

@@ -59,6 +59,7 @@ def test_the_seeds_do_inject_every_kind_of_fault() -> None:
         "msg_late",
         "msg_lost_qos0",
         "resubmit",
+        "member_lost",
     } - set(seen)
     assert not missing
 

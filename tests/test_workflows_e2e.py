@@ -208,6 +208,8 @@ def test_clawd_cancel_of_a_group_cancels_its_running_members(
         ' "then": {"type": "held"}}',
     )
     wait_until(lambda: sorted(runs(tmp_path)) == ["c.0", "c.1"], what="both members running")
+    out = run_cli("-c", str(cfg), "task", "c", env=clawd_env)
+    assert out.stdout == "c: group, 0/2 members done (2 open), then c.then waiting\n", out.stderr
     out = run_cli("-c", str(cfg), "cancel", "c", env=clawd_env)
     assert out.returncode == 0, out.stderr
     [doc] = results.json("clawd/results/c")

@@ -292,7 +292,8 @@ class Groups:
         self.journal.end_group(st.id)
         self.metrics.count(f"groups_{status}")
         self.outbox.result(doc, st.reply)
-        self._progress(st)
+        if status == "cancelled":
+            self._progress(st)  # how far it got
         log.info("group %s ended %s", st.id, status)
         self._ended(st.id, doc)
         return doc

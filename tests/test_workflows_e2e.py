@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,19 @@ def test_clawd_cancel_of_a_group_cancels_its_running_members(
     assert m0["status"] == "cancelled"
     results.close()
     assert "c.then" not in runs(tmp_path)
+
+
+def test_mosquitto_rr_gets_the_group_result_on_its_response_topic(
+    broker: Broker, make_config: Any, start_clawd: Any
+) -> None:
+    start_clawd("-c", str(make_config()), "run")
+    out = subprocess.run(
+        ["mosquitto_rr", *broker.args, "-V", "5", "-q", "1", "-t", "clawd/tasks/normal"]
+        + ["-e", "my/reply", "-m", MAP_REDUCE, "-W", "20"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["id"] == "squares" and doc["status"] == "ok" and doc["result"]["sum"] == 14

@@ -96,8 +96,10 @@ def test_a_calm_run_injects_nothing_and_every_task_ends() -> None:
     r = simulate(3, 100, calm=True)
     assert r.ok, r.violations
     assert not r.faults
-    assert r.acked == 100
-    assert sum(r.outcomes.values()) == 100
+    # some of the 100 tasks are members of groups, submitted with their group
+    assert r.acked == r.submitted < 100
+    # each of the 100 ran, as a task or as a member; groups and thens have results too
+    assert sum(r.outcomes.values()) > 100
 
 
 @pytest.mark.parametrize("bug", PLANTS)

@@ -31,6 +31,8 @@ class Chaos:
         sim.faults.on_dup = self._dup
         sim.faults.on_late = self._late
         self._members: set[str] | None = None
+        #: when the scheduled faults end (a fault looked for later is not injected)
+        self._until = 0.0
 
     # -- message faults ------------------------------------------------------------------
 
@@ -95,6 +97,7 @@ class Chaos:
     def schedule(self, end: float) -> None:
         """Each scheduled fault, as many times as the profile says, within ``end`` s."""
         sim = self.sim
+        self._until = sim.clock.now + end
         for kind in SCHEDULED:
             for _ in range(sim.profile.counts[kind]):
                 sim.clock.at(sim.clock.now + sim.rng.uniform(1.0, end), self._injector(kind))
@@ -147,6 +150,8 @@ class Chaos:
         second, ``tries`` times, until one runs): the member must be redelivered and the
         group still end."""
         sim = self.sim
+        if sim.clock.now >= self._until:
+            return  # the faults are over: the run is settling
         if self._members is None:
             self._members = flows.member_ids(sim)
         running = [

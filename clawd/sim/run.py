@@ -50,6 +50,8 @@ class Report:
     calm: bool = False
     plant: str | None = None
     acked: int = 0
+    #: submissions made (some tasks are members of groups, not submissions of their own)
+    submitted: int = 0
     results: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     executions: int = 0
@@ -230,6 +232,7 @@ class Simulation:
         violations += invariants.check(self)
         report = Report(seed=self.seed, tasks=self.tasks, workers=len(self.workers))
         report.acked = len(led.acked)
+        report.submitted = len(self.workload)
         report.results = led.results_published
         report.outcomes = Counter(docs[0]["status"] for docs in led.results.values())
         report.executions = sum(len(x) for x in led.executions.values())

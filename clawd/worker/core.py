@@ -73,7 +73,9 @@ class Worker:
     # -- wiring --------------------------------------------------------------------------
 
     def subscriptions(self) -> list[tuple[str, int]]:
-        subs = [(self.topics.dispatch(self.id), 1)]
+        # its own status too: the distributor may clear it (forgetting a departed worker)
+        # just as this worker comes back, and the worker then announces itself again
+        subs = [(self.topics.dispatch(self.id), 1), (self.topics.worker(self.id), 1)]
         if self.scaler.enabled:
             subs.append((self.topics.metrics, 0))
         return subs
@@ -144,6 +146,10 @@ class Worker:
                 if isinstance(item, Message):
                     if item.topic == self.topics.metrics:
                         self._observe_backlog(item)
+                    elif item.topic == self.topics.worker(self.id):
+                        if not item.payload and not self.draining:
+                            log.info("status cleared by the distributor: announcing again")
+                            self.announce()
                     else:
                         self._grant(item)
                 else:

@@ -15,7 +15,7 @@ import pytest
 from clawd import wire
 from clawd.journal import VERSION, Journal
 from clawd.workflow import MAX_DEPTH, MAX_MEMBERS
-from tests.memory import FakeClock
+from tests.memory import FakeClock, status
 from tests.test_distributor_unit import Harness, P
 
 
@@ -302,3 +302,19 @@ def test_a_version_3_journal_gets_the_groups_table(tmp_path: Path) -> None:
     j.add_group("g", b'{"id": "g"}', None, 1.0)
     j.commit()
     assert j.open_groups() == [("g", b'{"id": "g"}', None)]
+
+
+def test_a_member_lost_with_its_worker_is_redelivered_and_the_group_ends(h: Harness) -> None:
+    h.submit(group(n=2))
+    h.turn()
+    assert set(grants(h)) == {"g.0", "g.1"}
+    end(h, "g.0", "a")
+    h.t.deliver(f"{P}/workers/w1", status("offline", reason="lost"), retain=True)
+    h.turn()
+    assert h.results("g") == [] and h.d.flows.open["g"].statuses == ["ok", None]
+    h.online("w1", capacity=8, session="s2")
+    h.turn()
+    assert grants(h) == {"g.1": 1}  # again, a new attempt
+    assert h.d.entries["g.1"].attempt == 2
+    end(h, "g.1", "b")
+    assert grants(h) == {"g.then": ["a", "b"]}

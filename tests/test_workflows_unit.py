@@ -318,3 +318,16 @@ def test_a_member_lost_with_its_worker_is_redelivered_and_the_group_ends(h: Harn
     assert h.d.entries["g.1"].attempt == 2
     end(h, "g.1", "b")
     assert grants(h) == {"g.then": ["a", "b"]}
+
+
+def test_cancelling_a_group_cancels_a_nested_group_too(h: Harness) -> None:
+    inner = {"type": "group", "tasks": [{"type": "job"}]}
+    h.submit({"type": "group", "id": "g", "tasks": [inner, {"type": "job"}]})
+    h.turn()
+    h.t.deliver(f"{P}/_/control", json.dumps({"cmd": "cancel", "ids": ["g"]}))
+    h.turn()
+    [outer] = h.results("g")
+    [nested] = h.results("g.0")
+    assert outer["status"] == nested["status"] == "cancelled"
+    assert [d["status"] for d in h.results("g.0.0")] == ["cancelled"]
+    assert h.d.flows.open == {} and h.d.entries == {} and h.journal.open_groups() == []

@@ -459,6 +459,12 @@ class Journal:
             self.checkpointer.stop()
         self.db.close()
 
+    def abandon(self) -> None:
+        """Close without committing what is staged (a deposed distributor's writes)."""
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+        self.db.close()
+
 
 def _prunable(finished_at: float | None, published: int, dead: int, cutoff: float) -> bool:
     """What :func:`prune` deletes, for one row."""

@@ -560,6 +560,16 @@ class Checkpointer(threading.Thread):
 _task = msgspec.json.Decoder(Task).decode
 
 
+def location(cfg: Any) -> Path | str:
+    """Where the distributor's journal is: ``[journal] url``, or the state dir's file."""
+    return str(cfg.journal.url) if cfg.journal.url else cfg.state_path / "journal.db"
+
+
+def exists(where: Path | str) -> bool:
+    """Whether there is a journal to read there (a PostgreSQL one is taken to exist)."""
+    return journal_pg.is_url(where) or Path(where).exists()
+
+
 def open_readonly(path: Path | str) -> Journal:
     """A journal for the CLI's reads beside a running distributor (WAL lets both in)."""
     return Journal(path, fsync=False)

@@ -106,6 +106,7 @@ class Leadership:
     def wait(self, stop: Callable[[], bool], on_wait: Callable[[], None] | None = None) -> bool:
         """Poll until this distributor leads (True), or ``stop()`` (False)."""
         said = False
+        complained = 0.0
         while not stop():
             try:
                 if self.try_acquire():
@@ -114,7 +115,9 @@ class Leadership:
                     log.warning("standby: another distributor leads; waiting for its lock")
                     said = True
             except (JournalError, journal_pg.DatabaseError) as exc:
-                log.warning("standby: the journal's database is unreachable: %s", exc)
+                if time.monotonic() >= complained:  # once a minute, not every poll
+                    log.warning("standby: the journal's database is unreachable: %s", exc)
+                    complained = time.monotonic() + 60.0
                 self._drop()
             if on_wait is not None:
                 on_wait()

@@ -153,9 +153,16 @@ class Daemon:
 
         lead = self.leadership = Leadership(cfg.journal.url, lock_timeout=cfg.journal.lock_timeout)
         self.notifier.ready("standby: another distributor leads")
+        told: list[bool] = []
 
         def waiting() -> None:
             self.notifier.maybe_watchdog(True)  # standing by is this loop's progress
+            if "worker" in self.roles and not told:
+                told.append(True)
+                log.warning(
+                    "this process's worker role starts once its distributor leads: run "
+                    "workers as processes of their own (--role worker) beside HA distributors"
+                )
 
         if not lead.wait(lambda: self._stop_requested, waiting):
             return None

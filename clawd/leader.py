@@ -75,7 +75,14 @@ class Leadership:
         ms = int(self.lock_timeout * 1000)
         # tcp_user_timeout: a ping into a partition fails within the lock timeout too
         conn = journal_pg.connect_raw(self.url, tcp_user_timeout=ms, connect_timeout=10)
-        conn.execute(f"SET idle_session_timeout = {ms}")
+        try:
+            conn.execute(f"SET idle_session_timeout = {ms}")
+        except journal_pg.DatabaseError as exc:
+            conn.close()
+            raise JournalError(
+                f"journal {journal_pg.redact(self.url)}: PostgreSQL 14 or newer is needed for"
+                f" distributors to share it (idle_session_timeout): {exc}"
+            ) from None
         conn.execute(f"SET application_name = 'clawd distributor {self.name}'")
         return conn
 

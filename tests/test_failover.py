@@ -55,9 +55,7 @@ def test_the_cli_reads_a_shared_journal(tmp_path: Path, pg_url: str) -> None:
     j.commit()
     j.close()
     cfg = tmp_path / "clawd.toml"
-    cfg.write_text(
-        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n\n[journal]\nurl = "{pg_url}"\n'
-    )
+    cfg.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n\n[journal]\nurl = "{pg_url}"\n')
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parent.parent)}
     out = run_cli("-c", str(cfg), "results", "j1", env=env)
     assert out.returncode == 0, out.stderr

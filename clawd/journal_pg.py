@@ -22,10 +22,15 @@ try:
 
     #: what the PostgreSQL driver raises
     DatabaseError: type[Exception] = psycopg.Error
+    #: a statement waited longer than lock_timeout for a lock
+    LockNotAvailable: type[Exception] = psycopg.errors.LockNotAvailable
 except ImportError:  # pragma: no cover - the optional extra is missing
     psycopg = None  # type: ignore[assignment]
 
     class DatabaseError(Exception):  # type: ignore[no-redef]
+        """Never raised: psycopg is not installed."""
+
+    class LockNotAvailable(Exception):  # type: ignore[no-redef]
         """Never raised: psycopg is not installed."""
 
 

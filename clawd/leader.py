@@ -96,19 +96,41 @@ class Leadership:
         c = self.conn
         c.execute(LEADER)
         c.execute("INSERT INTO clawd_leader VALUES (1, 0, '', 0) ON CONFLICT (id) DO NOTHING")
-        # waits for a write transaction of the old leader still under way (FOR SHARE)
-        (epoch,) = c.execute(
-            "UPDATE clawd_leader SET epoch = epoch + 1, holder = %s, since = %s"
-            " WHERE id = 1 RETURNING epoch",
-            (self.name, clock.wall()),
-        ).fetchone()
-        self.epoch = int(epoch)
+        self.epoch = self._increment()
         self._lost.clear()
         self._halt.clear()
         self._pinger = threading.Thread(target=self._ping, name="clawd-leader", daemon=True)
         self._pinger.start()
         log.warning("leading the distributors as %s, epoch %d", self.name, self.epoch)
         return True
+
+    def _increment(self) -> int:
+        """The next epoch, ours. The increment waits for a write of the old leader still
+        under way (it holds the row FOR SHARE); one that does not end within the lock
+        timeout is a stalled leader's (stopped mid-write, where the server's idle timeouts
+        do not reach): its sessions are ended, which rolls the write back."""
+        c = self.conn
+        c.execute(f"SET lock_timeout = {int(self.lock_timeout * 1000)}")
+        while True:
+            try:
+                row = c.execute(
+                    "UPDATE clawd_leader SET epoch = epoch + 1, holder = %s, since = %s"
+                    " WHERE id = 1 RETURNING epoch",
+                    (self.name, clock.wall()),
+                ).fetchone()
+                return int(row[0])
+            except journal_pg.LockNotAvailable:
+                (ended,) = c.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_locks"
+                    " WHERE relation = 'clawd_leader'::regclass AND granted"
+                    " AND pid <> pg_backend_pid()"
+                ).fetchone()
+                log.warning(
+                    "a write of the deposed distributor held the takeover up for %gs: "
+                    "ended %d session(s) of it",
+                    self.lock_timeout,
+                    ended,
+                )
 
     def wait(self, stop: Callable[[], bool], on_wait: Callable[[], None] | None = None) -> bool:
         """Poll until this distributor leads (True), or ``stop()`` (False)."""

@@ -109,3 +109,24 @@ def _waiting_on_lock(url: str) -> bool:
             " AND query LIKE 'UPDATE clawd_leader%%'"
         ).fetchone()
     return bool(row and row[0])
+
+
+def test_a_write_stalled_midway_is_ended_by_the_takeover(pg_url: str) -> None:
+    """A leader stopped in the middle of a write (where the server's idle timeouts do not
+    reach) would hold the epoch row for ever: the new leader ends its sessions after the
+    lock timeout, which rolls that write back."""
+    a = Leadership(pg_url, name="a")
+    b = Leadership(pg_url, name="b", lock_timeout=1.0)
+    assert a.try_acquire()
+    ja = Journal(pg_url, fence=a.fence)
+    ja.db.execute("SET idle_in_transaction_session_timeout = 0")  # as if mid-statement
+    ja.db.execute("BEGIN")
+    ja.db.execute("INSERT INTO schedules VALUES (?, ?)", ("s", 1.0))
+    a.conn.close()
+    assert b.try_acquire() and b.epoch == 2
+    with pytest.raises(Exception):  # noqa: B017 - its session was ended: any driver error
+        ja.db.execute("COMMIT")
+    jb = Journal(pg_url, fence=b.fence)
+    assert jb.schedule_slots() == {}
+    b.release()
+    jb.close()

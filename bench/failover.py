@@ -46,6 +46,7 @@ def main(tasks: int, rounds: int, lock_timeout: float, faults: tuple[str, ...]) 
         "standby leads after s",
         "first result after s",
         "old leader",
+        "stalled write ended",
     ]:
         table.add_column(col, justify="left" if col == "fault" else "right")
     led: dict[str, list[float]] = {}
@@ -78,6 +79,7 @@ def main(tasks: int, rounds: int, lock_timeout: float, faults: tuple[str, ...]) 
                     f"{tk.led_after:.2f}",
                     "-" if math.isnan(first) else f"{first:.2f}",
                     old,
+                    "yes" if tk.ended_write else "no",
                 )
     finally:
         server.stop()

@@ -108,6 +108,8 @@ class Takeover:
     #: the old leader's exit status once it came back (stalled leader), else None
     old_exit: int | None = None
     old_log: str = ""
+    #: the new leader ended a write of the old one that held the takeover up
+    ended_write: bool = False
 
 
 def _kill(run: Run, c: HACluster, out: list[Takeover]) -> None:
@@ -168,6 +170,7 @@ def run_failover(
         obs.wait_results({marker}, budget)
         report = classify(run, sc, expect, acked)
         tk = takeovers[0]
+        tk.ended_write = "held the takeover up" in c.distributors[c.leader_name].output()
         after = [min(r.values()) for r in obs.results.values() if min(r.values()) > tk.at]
         led_at = tk.at + tk.led_after
         later = [x for x in after if x >= led_at]

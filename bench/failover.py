@@ -3,8 +3,9 @@
 Starts a private PostgreSQL (initdb + pg_ctl, unix socket only) and, per run, a private
 mosquitto, two distributors over one journal and two workers (tests/faults/ha.py). Under
 a load of sleep tasks the leader is killed (``kill -9``) or stopped (``SIGSTOP``, then
-``SIGCONT`` once the standby leads); every acknowledged task is accounted for. Prints
-how long the standby took to lead and to publish its first result.
+``SIGCONT`` once the standby leads); a third of the tasks is submitted right after the
+fault, while no distributor leads; every acknowledged task is accounted for. Prints how
+long the standby took to lead and to publish its first result.
 
     python -m bench.failover --tasks 400 --rounds 3 --lock-timeout 2
 """
@@ -38,6 +39,7 @@ def main(tasks: int, rounds: int, lock_timeout: float, faults: tuple[str, ...]) 
         "fault",
         "run",
         "acked",
+        "submitted during",
         "lost",
         "dup exec",
         "dup result",
@@ -71,6 +73,7 @@ def main(tasks: int, rounds: int, lock_timeout: float, faults: tuple[str, ...]) 
                     fault,
                     str(n + 1),
                     f"{r.acked}/{r.tasks}",
+                    str(tk.submitted_during),
                     str(r.lost),
                     f"{r.dup_exec} ({r.extra_execs})",
                     str(r.dup_results),

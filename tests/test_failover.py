@@ -16,7 +16,8 @@ def test_leader_killed_under_load_standby_takes_over_nothing_lost(
     tmp_path: Path, pg_url: str
 ) -> None:
     r, tk = run_failover("kill", 200, workdir=tmp_path, journal_url=pg_url)
-    assert r.acked == 200
+    assert r.acked == 200 and tk.submitted_during > 60  # a third submitted while none led
+    assert tk.standby_quiet  # the standby did not touch the broker before it led
     assert r.lost == 0, r.examples["lost"][:10]
     assert r.dup_results == 0, r.examples["dup result"][:10]
     assert r.unexpected == 0, r.examples["unexpected"][:10]
@@ -28,7 +29,8 @@ def test_a_stalled_leader_is_replaced_and_writes_nothing_when_it_wakes(
     tmp_path: Path, pg_url: str
 ) -> None:
     r, tk = run_failover("stall", 200, workdir=tmp_path, journal_url=pg_url, lock_timeout=2.0)
-    assert r.acked == 200
+    assert r.acked == 200 and tk.submitted_during > 60  # a third submitted while none led
+    assert tk.standby_quiet  # the standby did not touch the broker before it led
     assert r.lost == 0, r.examples["lost"][:10]
     assert r.dup_results == 0, r.examples["dup result"][:10]
     assert r.unexpected == 0, r.examples["unexpected"][:10]

@@ -1,5 +1,8 @@
 """Durable task state: SQLite in WAL mode, written in batches (group commit).
 
+Or PostgreSQL, shared by several distributors (``[journal] url``): the same SQL, through
+:mod:`clawd.journal_pg`; where this file says SQLite, that is the embedded default.
+
 The distributor stages writes during one turn of its loop and calls :meth:`commit`
 once; only then does it acknowledge the submissions to the broker. ``seq`` (the rowid)
 orders a lane, so a backlog larger than memory can be paged back in order.
@@ -141,8 +144,8 @@ class Journal:
         try:
             self._migrate()
             self.db.executescript(SCHEMA)
-            self.db.executescript(PRUNE_INDEX)
-            self.db.executescript(SCHEDULES)
+            self.db.execute(PRUNE_INDEX)
+            self.db.execute(SCHEDULES)
         except (sqlite3.Error, journal_pg.DatabaseError) as exc:
             raise JournalError(f"journal {journal_pg.redact(str(path))}: {exc}") from None
         self._adds: list[tuple[Any, ...]] = []

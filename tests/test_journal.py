@@ -245,9 +245,21 @@ def test_every_method_reads_back_what_was_written(where: Path | str) -> None:
     j.dead_letter("c", "normal", "y", {"id": "c"})
     j.commit()
     assert j.purge_dead(["b"]) == 1 and j.purge_dead() == 1 and j.dead_letters() == []
+    j.add_group("g2", b'{"members": 2}', None, 9.0)
+    j.add_group("g1", b'{"members": 1}', b'["r/g", "01"]', 8.0)
+    j.add_group("g1", b"{}", None, 8.5)  # a known group is ignored
+    j.commit()
+    assert j.open_groups() == [
+        ("g1", b'{"members": 1}', b'["r/g", "01"]'),
+        ("g2", b'{"members": 2}', None),
+    ]
+    j.end_group("g1")
+    j.commit()
+    assert [g for g, *_ in j.open_groups()] == ["g2"]
     j.close()
     # a second opening finds the same state (and its schema already there)
     again = Journal(where)
     assert [t.id for _, t, *_ in again.open_tasks("high")] == ["a"]
     assert again.routes() == [("r1", b'{"match": "y"}', 6.5)]
+    assert [g for g, *_ in again.open_groups()] == ["g2"]
     again.close()

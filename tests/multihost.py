@@ -310,6 +310,9 @@ class Outcome:
     dup_results: int
     unexpected: int
     in_flight: int
+    #: seconds from the fault to its noticing (the distributor giving up on a worker, the
+    #: broker dropping the distributor)
+    detect: float | None
     #: seconds from the fault (or the heal) to the system doing its work again
     recovery: float | None
     recovery_what: str
@@ -336,6 +339,8 @@ class MultiRun(Run):
         self.envelopes = envelopes
         self.recovery: float | None = None
         self.recovery_what = ""
+        #: seconds from the fault to the system noticing it
+        self.detect: float | None = None
         self.impairment = ""
 
     def submit(self, lo: float = 0.0, hi: float = 1.0) -> None:
@@ -377,6 +382,7 @@ def _worker_partition(run: MultiRun, *, past_keepalive: bool = False) -> None:
         60,
         f"the distributor to give up on {w1.name}",
     )
+    run.detect = round(time.time() - at, 3)
     # what it was running starts again elsewhere (or had finished before the cut)
     cut_off = _in_flight_of(run, pid, at)
 
@@ -414,13 +420,15 @@ def _distributor_partition(run: MultiRun) -> None:
     run.submit(0.0, 0.5)
     run.wait_done(0.2)
     host = mh.distributors[0]
+    at = time.time()
     host.partition()
-    run.fault(f"partition {host.name} from the broker")
+    run.fault(f"partition {host.name} from the broker", at=at)
     # submissions keep coming while it is cut off: the broker holds them for its session
     run.submit(0.5, 1.0)
     wait_until(
         lambda: "exceeded timeout" in mh.broker_log(), 60, "the broker to drop the distributor"
     )
+    run.detect = round(time.time() - at, 3)
     p = mh.producer
     assert p is not None
     healed = time.time()
@@ -510,6 +518,7 @@ def run_scenario(
             dup_results=report.dup_results,
             unexpected=report.unexpected,
             in_flight=report.in_flight,
+            detect=run.detect,
             recovery=recovery,
             recovery_what=what,
             impairment=run.impairment,

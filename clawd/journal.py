@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from clawd import clock
+from clawd import clock, journal_pg
 from clawd.envelope import Task, decode, encode
 from clawd.errors import JournalError
 
@@ -109,31 +109,42 @@ class Journal:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | str,
         *,
         fsync: bool = True,
         checkpointer: bool = False,
         retention: float = 0.0,
+        fence: journal_pg.Fence | None = None,
     ) -> None:
         """``retention``: seconds a terminal task is kept; 0 keeps every task. Lookups
-        honour it; the checkpointer thread (``checkpointer``) prunes what it frees."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        honour it; the checkpointer thread (``checkpointer``) prunes what it frees.
+
+        ``path``: a SQLite file, or a ``postgresql://`` URL (:mod:`clawd.journal_pg`),
+        where ``fence`` runs in every write transaction (:class:`clawd.leader.Leadership`).
+        """
+        self.postgres = journal_pg.is_url(path)
         self.path = path
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit survives power loss; NORMAL: survives a crash of this process
-        self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        self.db: Any
         self.checkpointer: Checkpointer | None = None
-        if checkpointer:
+        if self.postgres:
+            self.db = journal_pg.PgConnection(str(path), fence=fence)
+        else:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit survives power loss; NORMAL: survives a crash of this process
+            self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        if checkpointer and not self.postgres:
             self.db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             self.db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         try:
             self._migrate()
             self.db.executescript(SCHEMA)
-            self.db.execute(PRUNE_INDEX)
-            self.db.execute(SCHEDULES)
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {path}: {exc}") from None
+            self.db.executescript(PRUNE_INDEX)
+            self.db.executescript(SCHEDULES)
+        except (sqlite3.Error, journal_pg.DatabaseError) as exc:
+            raise JournalError(f"journal {journal_pg.redact(str(path))}: {exc}") from None
         self._adds: list[tuple[Any, ...]] = []
         self._attempts: list[tuple[int, str]] = []
         self._finished: list[tuple[Any, ...]] = []
@@ -147,12 +158,14 @@ class Journal:
         self._expired: set[str] = set()
         self._forget: list[tuple[str]] = []
         if checkpointer:
-            self.checkpointer = Checkpointer(path, fsync=fsync, retention=retention)
+            self.checkpointer = Checkpointer(path, fsync=fsync, retention=retention, fence=fence)
             self.checkpointer.start()
 
     def _migrate(self) -> None:
         """Bring an older journal up to this code's schema, in one transaction."""
         db = self.db
+        if self.postgres:
+            return self._migrate_pg()
         (version,) = db.execute("PRAGMA user_version").fetchone()
         exists = db.execute("SELECT 1 FROM sqlite_master WHERE name='tasks'").fetchone()
         if not exists:
@@ -171,6 +184,22 @@ class Journal:
             db.execute(MIGRATIONS[v])
         db.execute(f"PRAGMA user_version={VERSION}")
         db.execute("COMMIT")
+
+    def _migrate_pg(self) -> None:
+        """The same migrations on PostgreSQL, whose version lives in ``clawd_meta``."""
+        db = self.db
+        version = db.schema_version()
+        if version is None:
+            db.set_schema_version(VERSION)
+            return
+        if version > VERSION:
+            raise JournalError(
+                f"journal {journal_pg.redact(str(self.path))} has schema version {version},"
+                f" newer than this clawd ({VERSION}): upgrade clawd"
+            )
+        for v in range(version + 1, VERSION + 1):
+            db.executescript(MIGRATIONS[v])
+        db.set_schema_version(VERSION)
 
     # -- staged writes -------------------------------------------------------------------
 
@@ -403,7 +432,7 @@ class Journal:
         else:
             rows = self.db.execute(
                 "SELECT result FROM (SELECT seq, result FROM tasks WHERE result IS NOT NULL"
-                " ORDER BY finished_at DESC LIMIT ?) ORDER BY seq",
+                " ORDER BY finished_at DESC LIMIT ?) AS latest ORDER BY seq",
                 (limit,),
             ).fetchall()
         return [decode(r[0]) for r in rows]
@@ -430,6 +459,12 @@ class Journal:
             self.checkpointer.stop()
         self.db.close()
 
+    def abandon(self) -> None:
+        """Close without committing what is staged (a deposed distributor's writes)."""
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+        self.db.close()
+
 
 def _prunable(finished_at: float | None, published: int, dead: int, cutoff: float) -> bool:
     """What :func:`prune` deletes, for one row."""
@@ -437,7 +472,7 @@ def _prunable(finished_at: float | None, published: int, dead: int, cutoff: floa
 
 
 def prune(
-    db: sqlite3.Connection,
+    db: Any,
     before: float,
     *,
     batch: int = PRUNE_BATCH,
@@ -467,11 +502,23 @@ class Checkpointer(threading.Thread):
     tasks (:func:`prune`) every ``PRUNE_EVERY`` seconds, or every half retention if that
     is shorter."""
 
-    def __init__(self, path: Path, *, fsync: bool, retention: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        fsync: bool,
+        retention: float = 0.0,
+        fence: journal_pg.Fence | None = None,
+    ) -> None:
         super().__init__(name="clawd-checkpoint", daemon=True)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-        self.db.execute("PRAGMA wal_autocheckpoint=0")
+        self.postgres = journal_pg.is_url(path)
+        self.db: Any
+        if self.postgres:  # only prunes: PostgreSQL checkpoints by itself
+            self.db = journal_pg.PgConnection(str(path), fence=fence)
+        else:
+            self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+            self.db.execute("PRAGMA wal_autocheckpoint=0")
         self._halt = threading.Event()
         self.checkpoints = 0
         self.retention = retention
@@ -484,7 +531,8 @@ class Checkpointer(threading.Thread):
         next_prune = time.monotonic()
         while not self._halt.wait(CHECKPOINT_EVERY):
             try:
-                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if not self.postgres:
+                    self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 self.checkpoints += 1
             except sqlite3.Error as exc:
                 log.warning("journal checkpoint failed (retrying): %s", exc)
@@ -495,7 +543,7 @@ class Checkpointer(threading.Thread):
     def _prune(self) -> None:
         try:
             n = prune(self.db, clock.wall() - self.retention, halt=self._halt)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, journal_pg.DatabaseError, JournalError) as exc:
             log.warning("journal pruning failed (retrying): %s", exc)
             return
         self.prunes += 1
@@ -512,6 +560,6 @@ class Checkpointer(threading.Thread):
 _task = msgspec.json.Decoder(Task).decode
 
 
-def open_readonly(path: Path) -> Journal:
+def open_readonly(path: Path | str) -> Journal:
     """A journal for the CLI's reads beside a running distributor (WAL lets both in)."""
     return Journal(path, fsync=False)

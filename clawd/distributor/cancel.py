@@ -55,7 +55,9 @@ def _end(e: Entry, *, tasks: TaskTable, fleet: Fleet, life: Lifecycle) -> None:
             # an in-process handler's thread and frees its slot
             life.outbox.publish(
                 life.topics.dispatch(w.id),
-                encode({"tasks": [], "cancel": [[e.task.id, e.attempt]]}),
+                encode(
+                    {"tasks": [], "cancel": [[e.task.id, e.attempt]], "epoch": life.outbox.epoch}
+                ),
             )
         e.history.append(attempt_record(e, worker, "cancelled"))
     else:

@@ -118,7 +118,8 @@ def run(
             break
     dispatch = life.topics.dispatch
     for worker_id, granted in batches.items():
-        life.outbox.publish(dispatch(worker_id), encode({"tasks": granted}))
+        doc = {"tasks": granted, "epoch": life.outbox.epoch}
+        life.outbox.publish(dispatch(worker_id), encode(doc))
 
 
 def _choose(strategy: Any, e: Entry, found: list[WorkerState]) -> WorkerState:

@@ -69,6 +69,8 @@ class Worker:
         #: delivered again after its run ended is answered with it, not run again (the
         #: submission time tells an id submitted again once forgotten from a redelivery)
         self._finished: OrderedDict[tuple[str, int, Any], dict[str, Any]] = OrderedDict()
+        #: the newest distributor epoch a dispatch message came with (:mod:`clawd.leader`)
+        self.epoch = 0
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -194,6 +196,15 @@ class Worker:
         except wire.Unreadable as exc:
             self._unreadable(msg, exc.error)
             return
+        if grants.epoch and grants.epoch < self.epoch:
+            # a deposed distributor's, sent before it noticed: the leader decides now
+            log.warning(
+                "ignored a dispatch of epoch %d (the leading distributor's is %d)",
+                grants.epoch,
+                self.epoch,
+            )
+            return
+        self.epoch = max(self.epoch, grants.epoch)  # 0: a distributor without a shared journal
         for task_id, attempt in grants.cancel:
             self._cancel(task_id, attempt)
         for task in grants.tasks:

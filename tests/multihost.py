@@ -158,12 +158,84 @@ class Producer:
             self.proc.wait()
 
 
+LEADING = "leading the distributors"
+STANDBY = "standby: another distributor leads"
+
+
+class PgHost:
+    """A private PostgreSQL (initdb + pg_ctl) on a host of its own, listening on the
+    host's address only (its own port, never the machine's server on 5432)."""
+
+    PORT = 55432
+
+    def __init__(self, host: Host) -> None:
+        from tests.postgres import _binary
+
+        initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
+        if initdb is None or pg_ctl is None:
+            raise RuntimeError("PostgreSQL server binaries are not installed")
+        self.initdb, self.pg_ctl = initdb, pg_ctl
+        self.host = host
+        # a directory of its own, which the postgres user can reach (a test's tmp_path
+        # is private to root)
+        self.dir = Path(tempfile.mkdtemp(prefix="clawd-pg-"))
+        self.data = self.dir / "data"
+        self.user = "postgres"
+        self.url = f"postgresql://{self.user}@{host.addr}:{self.PORT}/postgres"
+        self.started = False
+
+    def _as_postgres(self, *argv: str) -> list[str]:
+        return ["runuser", "-u", self.user, "--", *argv] if os.geteuid() == 0 else list(argv)
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o755)
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, self.user)
+        subprocess.run(
+            self._as_postgres(
+                self.initdb, "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8"
+            ),
+            check=True,
+            capture_output=True,
+        )
+        with open(self.data / "pg_hba.conf", "a") as f:
+            f.write(f"host all all {self.host.addr.rsplit('.', 1)[0]}.0/24 trust\n")
+        opts = (
+            f"-c listen_addresses={self.host.addr} -c port={self.PORT}"
+            f" -c unix_socket_directories={self.dir} -c fsync=off"
+        )
+        self.host.run(
+            self._as_postgres(
+                self.pg_ctl, "-D", str(self.data), "-l", str(self.dir / "log"), "-o", opts,
+                "-w", "start",
+            ),
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        self.started = True
+
+    def stop(self) -> None:
+        if self.started:
+            self.started = False
+            self.host.run(
+                self._as_postgres(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"),
+                capture_output=True,
+            )
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class MultiHost:
     """A network with a broker host, distributor host(s), worker hosts and a producer
     host, and clawd running on them; a context manager that removes everything."""
 
     def __init__(
-        self, workdir: Path | None = None, *, workers: int = 2, distributors: int = 1
+        self,
+        workdir: Path | None = None,
+        *,
+        workers: int = 2,
+        distributors: int = 1,
+        postgres: bool = False,
     ) -> None:
         self._own_dir = workdir is None
         self.dir = Path(tempfile.mkdtemp(prefix="clawd-multihost-")) if workdir is None else workdir
@@ -171,10 +243,17 @@ class MultiHost:
         self.exec_log = self.dir / "exec.jsonl"
         self.net = Network("mh")
         self.daemons: dict[str, HostDaemon] = {}
+        #: daemons replaced by a later one on the same host
+        self.retired: list[HostDaemon] = []
         self.producer: Producer | None = None
         self.broker_proc: subprocess.Popen[bytes] | None = None
+        self.pg: PgHost | None = None
+        #: the [journal] table of distributors sharing the PostgreSQL journal
+        self.journal_config = ""
         try:
             self.broker = self.net.host("broker")
+            if postgres:
+                self.pg = PgHost(self.net.host("pg"))
             self.distributors = [self.net.host(f"dist{i + 1}") for i in range(distributors)]
             self.workers = [self.net.host(f"w{i + 1}") for i in range(workers)]
             self.producer_host = self.net.host("producer")
@@ -198,9 +277,24 @@ class MultiHost:
     # -- starting ------------------------------------------------------------------------
 
     def start(self, extra_config: str = "") -> None:
-        """The broker, then every distributor and worker (in parallel), then the producer."""
+        """The broker, then every distributor and worker (in parallel), then the producer.
+        With PostgreSQL: the server first, and the distributors one after the other, the
+        first leading and the others standing by."""
         self.start_broker()
-        started = [self._daemon(h, "distributor", extra_config) for h in self.distributors]
+        if self.pg is not None:
+            self.pg.start()
+            self.journal_config = f'\n[journal]\nurl = "{self.pg.url}"\nlock_timeout = 2.0\n'
+            for n, h in enumerate(self.distributors):
+                d = self._daemon(h, "distributor", extra_config + self.journal_config)
+                d.wait_ready()
+                wait_until(
+                    lambda d=d, n=n: (LEADING if n == 0 else STANDBY) in d.output(),
+                    60,
+                    f"{h.name} to {'lead' if n == 0 else 'stand by'}",
+                )
+            started = []
+        else:
+            started = [self._daemon(h, "distributor", extra_config) for h in self.distributors]
         started += [self._daemon(h, "worker", extra_config) for h in self.workers]
         for d in started:
             d.wait_ready()
@@ -229,7 +323,7 @@ class MultiHost:
     def broker_log(self) -> str:
         return (self.dir / "mosquitto" / "mosquitto.log").read_text(errors="replace")
 
-    def _daemon(self, host: Host, role: str, extra_config: str) -> HostDaemon:
+    def _daemon(self, host: Host, role: str, extra_config: str, tag: str = "") -> HostDaemon:
         cfg = self.dir / f"{host.name}.toml"
         cfg.write_text(
             f'[broker]\nurl = "{self.url}"\n\n'
@@ -239,7 +333,9 @@ class MultiHost:
         args = ["-c", str(cfg), "run", "--role", role]
         if role == "worker":
             args += ["--worker-id", host.name]
-        d = HostDaemon(host, self.dir, host.name, args, self.env)
+        d = HostDaemon(host, self.dir, tag or host.name, args, self.env)
+        if host.name in self.daemons:
+            self.retired.append(self.daemons[host.name])
         self.daemons[host.name] = d
         return d
 
@@ -279,9 +375,11 @@ class MultiHost:
         try:
             if self.producer is not None:
                 self.producer.close()
-            for d in self.daemons.values():
+            for d in [*self.retired, *self.daemons.values()]:
                 d.stop(signal.SIGKILL if d.proc.poll() is None else signal.SIGTERM)
         finally:
+            if self.pg is not None:
+                self.pg.stop()
             self.net.close()
             if self._own_dir and not os.environ.get("CLAWD_MULTIHOST_KEEP"):
                 shutil.rmtree(self.dir, ignore_errors=True)
@@ -319,6 +417,8 @@ class Outcome:
     impairment: str
     seconds: float
     examples: dict[str, list[str]]
+    #: how a deposed leader exited once healed (leader-partition)
+    old_leader_exit: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -341,6 +441,8 @@ class MultiRun(Run):
         self.recovery_what = ""
         #: seconds from the fault to the system noticing it
         self.detect: float | None = None
+        #: the exit status of a deposed leader (leader-partition)
+        self.old_leader_exit: int | None = None
         self.impairment = ""
 
     def submit(self, lo: float = 0.0, hi: float = 1.0) -> None:
@@ -441,6 +543,44 @@ def _distributor_partition(run: MultiRun) -> None:
         run.recovery_what = "heal to first result"
 
 
+def _leader_partition(run: MultiRun) -> None:
+    """Two distributors on PostgreSQL: cut the leader off (the broker and the database
+    both) mid-run; the standby takes over; heal; the old leader finds itself deposed and
+    stops (its supervisor would start it again as a standby)."""
+    mh = run.mh
+    run.submit()
+    run.wait_done(0.3)
+    old, new = mh.distributors[0], mh.distributors[1]
+    d_old, d_new = mh.daemons[old.name], mh.daemons[new.name]
+    at = time.time()
+    old.partition()
+    run.fault(f"partition leader {old.name}", d_old.proc.pid, at)
+    wait_until(lambda: LEADING in d_new.output(), 60, f"{new.name} to take over")
+    run.detect = round(time.time() - at, 3)
+    p = mh.producer
+    assert p is not None
+    seen = sum(len(r) for r in p.results.values())
+    p.wait(lambda: sum(len(r) for r in p.results.values()) > seen, 120)
+    first = min(
+        (t for r in p.results.values() for t in r.values() if t > at + run.detect), default=None
+    )
+    if first is not None:
+        run.recovery = round(first - at, 3)
+        run.recovery_what = "cut to the new leader's first result"
+    old.heal()
+    try:
+        d_old.proc.wait(60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"the old leader did not stop once healed:\n{d_old.output()[-3000:]}"
+        ) from None
+    run.old_leader_exit = d_old.proc.returncode
+    # as its supervisor would: started again, it stands by
+    again = mh._daemon(old, "distributor", mh.journal_config, tag=f"{old.name}-again")
+    again.wait_ready()
+    wait_until(lambda: STANDBY in again.output(), 60, f"{old.name} to stand by")
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -470,8 +610,16 @@ SCENARIOS: dict[str, Scenario] = {
             _distributor_partition,  # type: ignore[arg-type]
             task=lambda i, n: ({"type": "sleep", "input": 0.1}, Expect()),
         ),
+        Scenario(
+            "leader-partition",
+            "two distributors on PostgreSQL: cut the leader off under load, heal",
+            _leader_partition,  # type: ignore[arg-type]
+            task=lambda i, n: ({"type": "sleep", "input": 0.1}, Expect()),
+        ),
     ]
 }
+#: scenarios run with two distributors sharing a journal on PostgreSQL (on its own host)
+ON_POSTGRES = {"leader-partition"}
 
 
 def run_scenario(
@@ -481,7 +629,8 @@ def run_scenario(
     sc = SCENARIOS[name]
     started = time.monotonic()
     token = uuid.uuid4().hex[:6]
-    with MultiHost(workdir, workers=sc.workers) as mh:
+    ha = name in ON_POSTGRES
+    with MultiHost(workdir, workers=sc.workers, distributors=2 if ha else 1, postgres=ha) as mh:
         mh.start(sc.config)
         expect: dict[str, Expect] = {}
         envelopes: list[dict[str, Any]] = []
@@ -524,6 +673,7 @@ def run_scenario(
             impairment=run.impairment,
             seconds=round(time.monotonic() - started, 1),
             examples=dict(report.examples),
+            old_leader_exit=run.old_leader_exit,
         )
         if not out.passed and os.environ.get("CLAWD_MULTIHOST_VERBOSE"):
             print(mh.logs(), file=sys.stderr)

@@ -20,8 +20,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from tests.multihost import SCENARIOS, Outcome, run_scenario
+from tests.multihost import ON_POSTGRES, SCENARIOS, Outcome, run_scenario
 from tests.netns import available
+
+
+def _postgres_installed() -> bool:
+    from tests.postgres import _binary
+
+    return _binary("initdb") is not None and _binary("pg_ctl") is not None
 
 
 def print_table(outcomes: list[Outcome], console: Console) -> None:
@@ -34,6 +40,7 @@ def print_table(outcomes: list[Outcome], console: Console) -> None:
         "duplicated",
         "in flight at fault",
         "2nd results",
+        "fenced",
         "unexpected",
         "detect s",
         "recovery s",
@@ -51,6 +58,7 @@ def print_table(outcomes: list[Outcome], console: Console) -> None:
             str(o.duplicated),
             str(o.in_flight),
             str(o.dup_results),
+            str(o.fenced),
             str(o.unexpected),
             "-" if o.detect is None else f"{o.detect:.2f}",
             "-" if o.recovery is None else f"{o.recovery:.2f}",
@@ -59,6 +67,8 @@ def print_table(outcomes: list[Outcome], console: Console) -> None:
         )
     console.print(table)
     for o in outcomes:
+        if o.old_leader_exit is not None:
+            console.print(f"{o.scenario}: the old leader, healed, exited with {o.old_leader_exit}")
         if o.recovery_what:
             console.print(f"{o.scenario}: recovery = {o.recovery_what}")
         for kind, ids in o.examples.items():
@@ -83,6 +93,11 @@ def main(tasks: int, names: tuple[str, ...], json_out: Path | None) -> None:
     console = Console(width=200)
     outcomes = []
     for name in names or tuple(SCENARIOS):
+        if name in ON_POSTGRES and not _postgres_installed():
+            console.print(
+                f"skipping {name}: PostgreSQL is not installed (apt-get install postgresql)"
+            )
+            continue
         console.print(f"running {name}: {SCENARIOS[name].doc} ({tasks} tasks) ...")
         outcomes.append(run_scenario(name, tasks))
     print_table(outcomes, console)

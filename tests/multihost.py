@@ -110,6 +110,8 @@ class Producer:
         self.results: dict[str, dict[bytes, float]] = defaultdict(dict)
         self.dead: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.worker_state: dict[str, str] = {}
+        #: (time received, the distributor's counters) of every metrics snapshot
+        self.metrics: list[tuple[float, dict[str, int]]] = []
         self.ready = threading.Event()
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -133,6 +135,8 @@ class Producer:
                     self.dead[ev["id"]].append(ev["doc"])
                 elif kind == "worker":
                     self.worker_state[ev["id"]] = ev["state"]
+                elif kind == "metrics":
+                    self.metrics.append((ev["t"], ev["counters"]))
                 self._cond.notify_all()
 
     def submit(self, envelopes: list[dict[str, Any]]) -> None:
@@ -419,6 +423,10 @@ class Outcome:
     examples: dict[str, list[str]]
     #: how a deposed leader exited once healed (leader-partition)
     old_leader_exit: int | None = None
+    #: late outcomes of superseded attempts the distributor dropped (its counter)
+    fenced: int = 0
+    #: late outcomes of requeued, not yet redispatched tasks it took as their result
+    reclaimed: int = 0
 
     @property
     def passed(self) -> bool:
@@ -652,6 +660,10 @@ def run_scenario(
         marker = f"marker-{token}"
         p.submit([{"id": marker, "type": "no-such-type"}])
         p.wait(lambda: marker in p.results, budget)
+        # the distributor's counters as of after the marker (a snapshot every few seconds)
+        after = max(p.results[marker].values()) if marker in p.results else time.time()
+        p.wait(lambda: any(t > after for t, _ in p.metrics), 30)
+        counters = p.metrics[-1][1] if p.metrics else {}
         acked = p.acked & ids
         report = classify(run, sc, expect, acked)
         recovery, what = run.recovery, run.recovery_what
@@ -674,6 +686,8 @@ def run_scenario(
             seconds=round(time.monotonic() - started, 1),
             examples=dict(report.examples),
             old_leader_exit=run.old_leader_exit,
+            fenced=int(counters.get("stale_outcomes", 0)),
+            reclaimed=int(counters.get("reclaimed", 0)),
         )
         if not out.passed and os.environ.get("CLAWD_MULTIHOST_VERBOSE"):
             print(mh.logs(), file=sys.stderr)

@@ -7,8 +7,10 @@ each envelope at QoS 1 on ``clawd/tasks/normal``. Writes events on stdout, one J
 a line: ``{"ev": "ready"}`` once subscribed, ``{"ev": "acked", "id"}`` when the broker
 acknowledged a submission, ``{"ev": "result", "id", "payload", "t"}`` for every result
 message (a QoS 1 redelivery included: the test counts distinct payloads), ``{"ev":
-"dead", "id", "doc"}`` and ``{"ev": "worker", "id", "state"}``. Its sessions persist, so
-nothing published while it was cut off is missed. Ends when stdin closes.
+"dead", "id", "doc"}``, ``{"ev": "worker", "id", "state"}`` and ``{"ev": "metrics",
+"counters", "t"}`` (the distributor's counters, from its retained snapshot). Its
+sessions persist, so nothing published while it was cut off is missed. Ends when stdin
+closes.
 """
 
 from __future__ import annotations
@@ -37,13 +39,15 @@ def emit(**event: Any) -> None:
 
 def on_message(msg: Message) -> None:
     parts = msg.topic.split("/")
-    if len(parts) < 3:
+    if len(parts) < 2:
         return
     if parts[1] == "results":
         emit(ev="result", id=parts[2], payload=msg.payload.decode(), t=time.time())
     elif parts[1] == "dead":
         doc = decode(msg.payload)
         emit(ev="dead", id=doc.get("id"), doc=doc)
+    elif parts[1] == "metrics" and msg.payload:
+        emit(ev="metrics", counters=decode(msg.payload).get("counters", {}), t=time.time())
     elif parts[1] == "workers" and msg.payload:
         emit(ev="worker", id=parts[2], state=decode(msg.payload).get("state", ""))
 
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 (f"{prefix}/results/+", 1),
                 (f"{prefix}/dead/+", 1),
                 (f"{prefix}/workers/+", 1),
+                (f"{prefix}/metrics", 1),
             ],
         ),
         on_message,

@@ -159,10 +159,8 @@ class Daemon:
 
         if not lead.wait(lambda: self._stop_requested, waiting):
             return None
-        from clawd.journal_pg import with_stall_limits
-
         return Journal(
-            with_stall_limits(cfg.journal.url, cfg.journal.lock_timeout),
+            cfg.journal.url,
             checkpointer=True,
             retention=cfg.journal.retention,
             fence=lead.fence,
@@ -257,19 +255,7 @@ class Daemon:
                 self.exit_code = EX_DEPOSED
                 self.stop_event.set()
                 return
-            except Exception as exc:
-                if lead is not None and _journal_session_lost(exc):
-                    # ended by the server (a stall or a partition past the lock timeout):
-                    # a standby may lead by now, so this one stands by once restarted
-                    log.error(
-                        "the journal's session is gone (%s): deposed; stopping (restarted,"
-                        " this distributor stands by)",
-                        exc,
-                    )
-                    self.deposed = True
-                    self.exit_code = EX_DEPOSED
-                    self.stop_event.set()
-                    return
+            except Exception:
                 log.exception("%s loop failed; stopping", role)
                 # a shared journal that failed a write is not written to again on the way out
                 self.deposed = lead is not None
@@ -401,9 +387,3 @@ class Daemon:
             lock.release()
         if self.threads:  # a start that failed says why, and only that
             log.info("clawd stopped")
-
-
-def _journal_session_lost(exc: BaseException) -> bool:
-    from clawd.journal_pg import session_lost
-
-    return session_lost(exc)

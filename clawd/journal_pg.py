@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
-from urllib.parse import quote
 
 from clawd import journal_dialect
 from clawd.errors import JournalError
@@ -56,27 +55,6 @@ def connect_raw(url: str, **kwargs: Any) -> Any:
         return psycopg.connect(url, autocommit=True, **kwargs)
     except psycopg.Error as exc:
         raise JournalError(f"journal {redact(url)}: {exc}".strip()) from None
-
-
-def with_stall_limits(url: str, seconds: float) -> str:
-    """``url`` with limits that end a journal session stuck for ``seconds``: on the server
-    (idle in a transaction, or unacknowledged data) and in the client (unacknowledged
-    data). A leader cut off in the middle of a write transaction holds the epoch row FOR
-    SHARE, and every takeover waits for it: without these, until the server's TCP gives
-    up (about 15 minutes). A URL that sets ``options`` itself keeps its own."""
-    ms = max(1, int(seconds * 1000))
-    extra = [f"tcp_user_timeout={ms}"]
-    if "options=" not in url:
-        opts = f"-c idle_in_transaction_session_timeout={ms} -c tcp_user_timeout={ms}"
-        extra.append("options=" + quote(opts))
-    return url + ("&" if "?" in url else "?") + "&".join(extra)
-
-
-def session_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` says the connection to the server is gone (the server ended a
-    session stuck past :func:`with_stall_limits`, or the link failed): its transaction
-    was rolled back, and whoever wrote through it may no longer lead."""
-    return psycopg is not None and isinstance(exc, psycopg.OperationalError)
 
 
 def redact(url: str) -> str:

@@ -3,8 +3,9 @@
 Starts a private PostgreSQL (initdb + pg_ctl, unix socket only) and, per run, a private
 mosquitto, two distributors over one journal and two workers (tests/faults/ha.py). Under
 a load of sleep tasks the leader is killed (``kill -9``) or stopped (``SIGSTOP``, then
-``SIGCONT`` once the standby leads); every acknowledged task is accounted for. Prints
-how long the standby took to lead and to publish its first result.
+``SIGCONT`` once the standby leads); a third of the tasks is submitted right after the
+fault, while no distributor leads; every acknowledged task is accounted for. Prints how
+long the standby took to lead and to publish its first result.
 
     python -m bench.failover --tasks 400 --rounds 3 --lock-timeout 2
 """
@@ -38,6 +39,7 @@ def main(tasks: int, rounds: int, lock_timeout: float, faults: tuple[str, ...]) 
         "fault",
         "run",
         "acked",
+        "submitted during",
         "lost",
         "dup exec",
         "dup result",
@@ -46,6 +48,7 @@ def main(tasks: int, rounds: int, lock_timeout: float, faults: tuple[str, ...]) 
         "standby leads after s",
         "first result after s",
         "old leader",
+        "stalled write ended",
     ]:
         table.add_column(col, justify="left" if col == "fault" else "right")
     led: dict[str, list[float]] = {}
@@ -70,6 +73,7 @@ def main(tasks: int, rounds: int, lock_timeout: float, faults: tuple[str, ...]) 
                     fault,
                     str(n + 1),
                     f"{r.acked}/{r.tasks}",
+                    str(tk.submitted_during),
                     str(r.lost),
                     f"{r.dup_exec} ({r.extra_execs})",
                     str(r.dup_results),
@@ -78,6 +82,7 @@ def main(tasks: int, rounds: int, lock_timeout: float, faults: tuple[str, ...]) 
                     f"{tk.led_after:.2f}",
                     "-" if math.isnan(first) else f"{first:.2f}",
                     old,
+                    "yes" if tk.ended_write else "no",
                 )
     finally:
         server.stop()

@@ -265,11 +265,11 @@ def results(
 ) -> None:
     """Print stored results (JSON lines), newest last; --follow streams new ones."""
     from clawd.client import Client
-    from clawd.journal import open_readonly
+    from clawd.journal import exists, location, open_readonly
 
     cfg = config_of(ctx)
-    db = cfg.state_path / "journal.db"
-    if db.exists():
+    db = location(cfg)
+    if exists(db):
         j = open_readonly(db)
         docs = j.results(list(ids) or None, limit)
         for doc in docs:

@@ -54,10 +54,10 @@ def _ask(cfg: Any, task_id: str, timeout: float) -> dict[str, Any] | None:
 
 def _from_journal(cfg: Any, task_id: str) -> dict[str, Any] | None:
     from clawd.errors import JournalError
-    from clawd.journal import open_readonly
+    from clawd.journal import exists, location, open_readonly
 
-    db = cfg.state_path / "journal.db"
-    if not db.exists():
+    db = location(cfg)
+    if not exists(db):
         fail(f"no distributor answered and there is no journal at {db}")
     try:
         journal = open_readonly(db)

@@ -17,7 +17,7 @@ from typing import Any
 
 from clawd import broker as embedded
 from clawd import config as cfgmod
-from clawd import logs, reload_report
+from clawd import journal_pg, logs, reload_report
 from clawd.broker_wait import wait_for_broker
 from clawd.config_check import check_roles
 from clawd.connection import Endpoint, Options
@@ -153,9 +153,16 @@ class Daemon:
 
         lead = self.leadership = Leadership(cfg.journal.url, lock_timeout=cfg.journal.lock_timeout)
         self.notifier.ready("standby: another distributor leads")
+        told: list[bool] = []
 
         def waiting() -> None:
             self.notifier.maybe_watchdog(True)  # standing by is this loop's progress
+            if "worker" in self.roles and not told:
+                told.append(True)
+                log.warning(
+                    "this process's worker role starts once its distributor leads: run "
+                    "workers as processes of their own (--role worker) beside HA distributors"
+                )
 
         if not lead.wait(lambda: self._stop_requested, waiting):
             return None
@@ -249,13 +256,15 @@ class Daemon:
                 if lead is not None:
                     lead.check()
                 component.run_once(0.2)
-            except Deposed as exc:
-                log.error("%s; stopping (restarted, this distributor stands by)", exc)
-                self.deposed = True
-                self.exit_code = EX_DEPOSED
-                self.stop_event.set()
-                return
-            except Exception:
+            except Exception as exc:
+                if lead is not None and isinstance(exc, (Deposed, journal_pg.DatabaseError)):
+                    # deposed, or the journal's session ended (a takeover ends a stalled
+                    # leader's): either way another distributor may lead now
+                    log.error("%s; stopping (restarted, this distributor stands by)", exc)
+                    self.deposed = True
+                    self.exit_code = EX_DEPOSED
+                    self.stop_event.set()
+                    return
                 log.exception("%s loop failed; stopping", role)
                 # a shared journal that failed a write is not written to again on the way out
                 self.deposed = lead is not None

@@ -1,5 +1,8 @@
 """Durable task state: SQLite in WAL mode, written in batches (group commit).
 
+Or PostgreSQL, shared by several distributors (``[journal] url``): the same SQL, through
+:mod:`clawd.journal_pg`; where this file says SQLite, that is the embedded default.
+
 The distributor stages writes during one turn of its loop and calls :meth:`commit`
 once; only then does it acknowledge the submissions to the broker. ``seq`` (the rowid)
 orders a lane, so a backlog larger than memory can be paged back in order.
@@ -141,8 +144,8 @@ class Journal:
         try:
             self._migrate()
             self.db.executescript(SCHEMA)
-            self.db.executescript(PRUNE_INDEX)
-            self.db.executescript(SCHEDULES)
+            self.db.execute(PRUNE_INDEX)
+            self.db.execute(SCHEDULES)
         except (sqlite3.Error, journal_pg.DatabaseError) as exc:
             raise JournalError(f"journal {journal_pg.redact(str(path))}: {exc}") from None
         self._adds: list[tuple[Any, ...]] = []
@@ -558,6 +561,16 @@ class Checkpointer(threading.Thread):
 
 
 _task = msgspec.json.Decoder(Task).decode
+
+
+def location(cfg: Any) -> Path | str:
+    """Where the distributor's journal is: ``[journal] url``, or the state dir's file."""
+    return str(cfg.journal.url) if cfg.journal.url else cfg.state_path / "journal.db"
+
+
+def exists(where: Path | str) -> bool:
+    """Whether there is a journal to read there (a PostgreSQL one is taken to exist)."""
+    return journal_pg.is_url(where) or Path(where).exists()
 
 
 def open_readonly(path: Path | str) -> Journal:

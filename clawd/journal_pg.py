@@ -22,10 +22,15 @@ try:
 
     #: what the PostgreSQL driver raises
     DatabaseError: type[Exception] = psycopg.Error
+    #: a statement waited longer than lock_timeout for a lock
+    LockNotAvailable: type[Exception] = psycopg.errors.LockNotAvailable
 except ImportError:  # pragma: no cover - the optional extra is missing
     psycopg = None  # type: ignore[assignment]
 
     class DatabaseError(Exception):  # type: ignore[no-redef]
+        """Never raised: psycopg is not installed."""
+
+    class LockNotAvailable(Exception):  # type: ignore[no-redef]
         """Never raised: psycopg is not installed."""
 
 
@@ -34,6 +39,7 @@ Fence = Callable[[Any], None]
 
 _WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.I)
 _CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK)\b", re.I)
+_DDL = re.compile(r"^\s*(CREATE|ALTER|DROP)\b", re.I)
 
 #: the schema version (SQLite's PRAGMA user_version)
 META = "CREATE TABLE IF NOT EXISTS clawd_meta (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)"
@@ -77,6 +83,9 @@ class PgConnection:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if _CONTROL.match(sql):
             return self._control(sql)
+        if _DDL.match(sql) and not params:
+            self.executescript(sql)  # SQLite's column types become PostgreSQL's
+            return self.pg.cursor()
         if _WRITE.match(sql) and not self.in_transaction:
             with self._fenced():
                 return self.pg.execute(self._sql(sql), params)

@@ -75,7 +75,14 @@ class Leadership:
         ms = int(self.lock_timeout * 1000)
         # tcp_user_timeout: a ping into a partition fails within the lock timeout too
         conn = journal_pg.connect_raw(self.url, tcp_user_timeout=ms, connect_timeout=10)
-        conn.execute(f"SET idle_session_timeout = {ms}")
+        try:
+            conn.execute(f"SET idle_session_timeout = {ms}")
+        except journal_pg.DatabaseError as exc:
+            conn.close()
+            raise JournalError(
+                f"journal {journal_pg.redact(self.url)}: PostgreSQL 14 or newer is needed for"
+                f" distributors to share it (idle_session_timeout): {exc}"
+            ) from None
         conn.execute(f"SET application_name = 'clawd distributor {self.name}'")
         return conn
 
@@ -89,13 +96,7 @@ class Leadership:
         c = self.conn
         c.execute(LEADER)
         c.execute("INSERT INTO clawd_leader VALUES (1, 0, '', 0) ON CONFLICT (id) DO NOTHING")
-        # waits for a write transaction of the old leader still under way (FOR SHARE)
-        (epoch,) = c.execute(
-            "UPDATE clawd_leader SET epoch = epoch + 1, holder = %s, since = %s"
-            " WHERE id = 1 RETURNING epoch",
-            (self.name, clock.wall()),
-        ).fetchone()
-        self.epoch = int(epoch)
+        self.epoch = self._increment()
         self._lost.clear()
         self._halt.clear()
         self._pinger = threading.Thread(target=self._ping, name="clawd-leader", daemon=True)
@@ -103,9 +104,38 @@ class Leadership:
         log.warning("leading the distributors as %s, epoch %d", self.name, self.epoch)
         return True
 
+    def _increment(self) -> int:
+        """The next epoch, ours. The increment waits for a write of the old leader still
+        under way (it holds the row FOR SHARE); one that does not end within the lock
+        timeout is a stalled leader's (stopped mid-write, where the server's idle timeouts
+        do not reach): its sessions are ended, which rolls the write back."""
+        c = self.conn
+        c.execute(f"SET lock_timeout = {int(self.lock_timeout * 1000)}")
+        while True:
+            try:
+                row = c.execute(
+                    "UPDATE clawd_leader SET epoch = epoch + 1, holder = %s, since = %s"
+                    " WHERE id = 1 RETURNING epoch",
+                    (self.name, clock.wall()),
+                ).fetchone()
+                return int(row[0])
+            except journal_pg.LockNotAvailable:
+                (ended,) = c.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_locks"
+                    " WHERE relation = 'clawd_leader'::regclass AND granted"
+                    " AND pid <> pg_backend_pid()"
+                ).fetchone()
+                log.warning(
+                    "a write of the deposed distributor held the takeover up for %gs: "
+                    "ended %d session(s) of it",
+                    self.lock_timeout,
+                    ended,
+                )
+
     def wait(self, stop: Callable[[], bool], on_wait: Callable[[], None] | None = None) -> bool:
         """Poll until this distributor leads (True), or ``stop()`` (False)."""
         said = False
+        complained = 0.0
         while not stop():
             try:
                 if self.try_acquire():
@@ -114,7 +144,9 @@ class Leadership:
                     log.warning("standby: another distributor leads; waiting for its lock")
                     said = True
             except (JournalError, journal_pg.DatabaseError) as exc:
-                log.warning("standby: the journal's database is unreachable: %s", exc)
+                if time.monotonic() >= complained:  # once a minute, not every poll
+                    log.warning("standby: the journal's database is unreachable: %s", exc)
+                    complained = time.monotonic() + 60.0
                 self._drop()
             if on_wait is not None:
                 on_wait()

@@ -32,7 +32,8 @@ def test_one_leader_at_a_time_and_the_deposed_one_writes_nothing(pg_url: str) ->
     ja.commit()
     # a's lock session ends (its host died): b takes over with the next epoch
     a.conn.close()
-    assert b.try_acquire() and b.epoch == 2
+    wait_until(b.try_acquire, 30, "b to take the lock once a's session is gone")
+    assert b.epoch == 2
     jb = Journal(pg_url, fence=b.fence)
     assert _ids(jb) == ["by-a"]  # what a wrote before is there
     # a has not noticed: its next commit is refused whole, and a single write too
@@ -79,14 +80,16 @@ def test_a_silent_leader_loses_the_lock_after_the_timeout(pg_url: str) -> None:
 def test_a_takeover_waits_for_a_write_under_way(pg_url: str) -> None:
     """The epoch row is read FOR SHARE in every write: the new leader's increment waits
     for the old leader's transaction, so no write of the old epoch lands after it."""
-    a, b = Leadership(pg_url, name="a"), Leadership(pg_url, name="b")
+    a = Leadership(pg_url, name="a")
+    b = Leadership(pg_url, name="b", lock_timeout=120)  # waits, however slow the machine
     assert a.try_acquire()
     ja = Journal(pg_url, fence=a.fence)
+    ja.db.execute("SET idle_in_transaction_session_timeout = 0")
     ja.db.execute("BEGIN")  # fenced: holds the epoch row
     ja.db.execute("INSERT INTO schedules VALUES (?, ?)", ("s", 1.0))
     a.conn.close()  # the lock is free, a's write still open
     took = threading.Event()
-    t = threading.Thread(target=lambda: b.try_acquire() and took.set())
+    t = threading.Thread(target=lambda: wait_until(b.try_acquire, 30) and took.set())
     t.start()
     wait_until(lambda: _waiting_on_lock(pg_url), what="the takeover to wait for the write")
     assert not took.is_set()
@@ -109,3 +112,25 @@ def _waiting_on_lock(url: str) -> bool:
             " AND query LIKE 'UPDATE clawd_leader%%'"
         ).fetchone()
     return bool(row and row[0])
+
+
+def test_a_write_stalled_midway_is_ended_by_the_takeover(pg_url: str) -> None:
+    """A leader stopped in the middle of a write (where the server's idle timeouts do not
+    reach) would hold the epoch row for ever: the new leader ends its sessions after the
+    lock timeout, which rolls that write back."""
+    a = Leadership(pg_url, name="a")
+    b = Leadership(pg_url, name="b", lock_timeout=1.0)
+    assert a.try_acquire()
+    ja = Journal(pg_url, fence=a.fence)
+    ja.db.execute("SET idle_in_transaction_session_timeout = 0")  # as if mid-statement
+    ja.db.execute("BEGIN")
+    ja.db.execute("INSERT INTO schedules VALUES (?, ?)", ("s", 1.0))
+    a.conn.close()
+    wait_until(b.try_acquire, 30, "b to take the lock")
+    assert b.epoch == 2
+    with pytest.raises(Exception):  # noqa: B017 - its session was ended: any driver error
+        ja.db.execute("COMMIT")
+    jb = Journal(pg_url, fence=b.fence)
+    assert jb.schedule_slots() == {}
+    b.release()
+    jb.close()

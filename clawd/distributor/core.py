@@ -26,6 +26,7 @@ from clawd.distributor.outbox import Outbox
 from clawd.distributor.schedules import Schedules
 from clawd.distributor.tasks import TaskTable
 from clawd.envelope import encode
+from clawd.errors import Deposed
 from clawd.journal import Journal
 from clawd.message import Message
 from clawd.routing.rules import RuleTable
@@ -236,6 +237,8 @@ class Distributor:
                 )
         except Unreadable as exc:
             self._error(exc.error, msg.topic, msg.payload)
+        except Deposed:
+            raise  # another distributor leads: this one stops, and acknowledges nothing
         except Exception as exc:  # one message never ends the loop
             log.exception("handling a message on %s failed", msg.topic)
             self._error(f"message could not be handled: {exc!r}", msg.topic, msg.payload)

@@ -15,7 +15,7 @@ from clawd.distributor.entry import State
 from clawd.distributor.lifecycle import Lifecycle
 
 #: bugs :func:`plant` can put in, to show the simulator catches them
-PLANTS = ("fencing", "requeue")
+PLANTS = ("fencing", "requeue", "epoch")
 
 
 def consistency(d: Any) -> list[str]:
@@ -123,7 +123,9 @@ def plant(bug: str | None) -> Iterator[None]:
 
     ``fencing``: an outcome is accepted from whichever attempt and worker reports it, as
     if the (task, attempt, worker) check were missing. ``requeue``: a worker's tasks are
-    forgotten, not requeued, when it is lost.
+    forgotten, not requeued, when it is lost. ``epoch``: a shared journal accepts a
+    deposed distributor's writes, as if the epoch check were missing (runs two
+    distributors).
     """
     if bug is None:
         yield
@@ -154,6 +156,15 @@ def plant(bug: str | None) -> Iterator[None]:
             self.fleet.release_all(w)  # forgotten, not requeued
 
         patched = (Lifecycle, "lose", real, lose)
+    elif bug == "epoch":
+        from clawd.sim.ha import SimLeadership
+
+        real = SimLeadership.fence
+
+        def fence(self: SimLeadership, conn: Any = None) -> None:
+            pass  # as if the epoch were never compared
+
+        patched = (SimLeadership, "fence", real, fence)
     else:
         raise ValueError(f"unknown bug {bug!r} (known: {', '.join(PLANTS)})")
     owner, name, original, replacement = patched

@@ -29,6 +29,7 @@ from clawd.sim.chaos import Chaos
 from clawd.sim.clock import SimClock
 from clawd.sim.config import FORGET, sim_config
 from clawd.sim.faults import Faults, Profile
+from clawd.sim.ha import HADistributorNode, SharedLock, schedule_leader_faults
 from clawd.sim.ledger import Ledger
 from clawd.sim.nodes import DistributorNode, ProducerNode, WorkerNode
 from clawd.sim.transport import SimDelivery, SimTransport
@@ -49,6 +50,8 @@ class Report:
     workers: int
     calm: bool = False
     plant: str | None = None
+    #: two distributors on one shared journal (clawd.sim.ha)
+    ha: bool = False
     acked: int = 0
     results: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -76,6 +79,8 @@ class Report:
             cmd += f" --workers {self.workers}"
         if self.calm:
             cmd += " --calm"
+        if self.ha and self.plant != "epoch":
+            cmd += " --ha"
         if self.plant:
             cmd += f" --plant {self.plant}"
         return cmd
@@ -91,6 +96,7 @@ class Simulation:
         workers: int = 3,
         calm: bool = False,
         check_steps: bool = True,
+        ha: bool = False,
     ) -> None:
         self.seed = seed
         self.rng = rng = random.Random(seed)
@@ -108,7 +114,16 @@ class Simulation:
         plugins.register_object(SimHandlers(), "sim")
         plugins.register_object(builtin, "strategies")
         plugins.collect()
-        self.distributor = DistributorNode(self, state_dir / "journal.db")
+        self.ha = ha
+        self.lock: SharedLock | None = None
+        self.distributor: DistributorNode = DistributorNode(self, state_dir / "journal.db")
+        self.distributors = [self.distributor]
+        if ha:
+            lock = self.lock = SharedLock(self.clock)
+            self.distributors = [
+                HADistributorNode(self, f"d{i}", state_dir / "journal.db", lock) for i in (1, 2)
+            ]
+            self.distributor = self.distributors[0]
         self.workers = [WorkerNode(self, f"w{i + 1}") for i in range(workers)]
         self.window = max(5.0, tasks * SUBMIT_EVERY)
         poison = 0 if calm else rng.choice((0, 0, 1, 2))
@@ -173,7 +188,8 @@ class Simulation:
 
     def run(self) -> Report:
         clk = self.clock
-        self.distributor.start()
+        for d in self.distributors:
+            d.start()
         for node in self.workers:
             node.start()
         # a submission made before the distributor's first subscription reaches nobody
@@ -186,6 +202,8 @@ class Simulation:
             clk.at(start + sub.at, self._submitter(sub))
         fault_end = start + self.window + 5.0
         self.chaos.schedule(fault_end - clk.now)
+        if self.ha:
+            schedule_leader_faults(self, fault_end - clk.now)
         clk.run_until(fault_end)
         self.faults.end()
         clk.run_until(fault_end + 10.0)
@@ -223,7 +241,10 @@ class Simulation:
         led = self.ledger
         violations = list(dict.fromkeys(led.violations))
         violations += invariants.check(self)
+        if self.lock is not None:
+            violations += self.lock.violations()
         report = Report(seed=self.seed, tasks=len(self.workload), workers=len(self.workers))
+        report.ha = self.ha
         report.acked = len(led.acked)
         report.results = led.results_published
         report.outcomes = Counter(docs[0]["status"] for docs in led.results.values())
@@ -252,11 +273,15 @@ def simulate(
     plant: str | None = None,
     check_steps: bool = True,
     trace: tuple[str, ...] = (),
+    ha: bool = False,
 ) -> Report:
     """Run one seed and check every invariant; the report says what happened.
 
     ``trace``: task ids whose messages, executions and faults are printed as they happen.
+    ``ha``: two distributors on one shared journal, the leader stalled and crashed
+    (:mod:`clawd.sim.ha`); the planted bug ``epoch`` implies it.
     """
+    ha = ha or plant == "epoch"
     began = time.perf_counter()
     log = logging.getLogger("clawd")
     level = log.level
@@ -266,7 +291,7 @@ def simulate(
     try:
         with tempfile.TemporaryDirectory(prefix="clawd-sim-") as tmp:
             sim = Simulation(
-                seed, tasks, Path(tmp), workers=workers, calm=calm, check_steps=check_steps
+                seed, tasks, Path(tmp), workers=workers, calm=calm, check_steps=check_steps, ha=ha
             )
             sim.trace.update(trace)
             if trace:
@@ -274,8 +299,9 @@ def simulate(
             clawd_clock.use(sim.clock.monotonic, sim.clock.wall)
             with internals.plant(plant):
                 report = sim.run()
-            if sim.distributor.d is not None:
-                sim.distributor.d.journal.db.close()
+            for node in sim.distributors:
+                if node.d is not None:
+                    node.d.journal.db.close()
     finally:
         clawd_clock.reset()
         log.removeHandler(errors)

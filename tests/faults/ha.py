@@ -108,26 +108,34 @@ class Takeover:
     #: the old leader's exit status once it came back (stalled leader), else None
     old_exit: int | None = None
     old_log: str = ""
+    #: the new leader ended a write of the old one that held the takeover up
+    ended_write: bool = False
+    #: tasks submitted right after the fault, before the standby led
+    submitted_during: int = 0
+    #: the standby made no broker connection before it led
+    standby_quiet: bool = False
 
 
-def _kill(run: Run, c: HACluster, out: list[Takeover]) -> None:
+def _kill(run: Run, c: HACluster, out: list[Takeover], during: Any) -> None:
     run.wait_done(0.3)
     old = c.distributors[c.leader_name]
     t = time.time()
     run.fault(f"kill -9 leader {c.leader_name}", old.proc.pid, t)
     old.proc.send_signal(signal.SIGKILL)
+    n = during()  # queued by the broker for the distributors' session, nobody connected
     led = c.wait_takeover()
-    out.append(Takeover("kill -9", t, led_after=led - t))
+    out.append(Takeover("kill -9", t, led_after=led - t, submitted_during=n))
 
 
-def _stall(run: Run, c: HACluster, out: list[Takeover]) -> None:
+def _stall(run: Run, c: HACluster, out: list[Takeover], during: Any) -> None:
     run.wait_done(0.3)
     old = c.distributors[c.leader_name]
     t = time.time()
     run.fault(f"SIGSTOP leader {c.leader_name}", old.proc.pid, t)
     old.proc.send_signal(signal.SIGSTOP)
+    n = during()  # sent to the stopped leader's connection, never acknowledged by it
     led = c.wait_takeover()
-    tk = Takeover("SIGSTOP", t, led_after=led - t)
+    tk = Takeover("SIGSTOP", t, led_after=led - t, submitted_during=n)
     out.append(tk)
     run.wait_done(0.6)
     old.proc.send_signal(signal.SIGCONT)  # it wakes up believing it leads
@@ -143,7 +151,9 @@ FAULTS = {"kill": _kill, "stall": _stall}
 def run_failover(
     fault: str, tasks: int, *, workdir: Path, journal_url: str, lock_timeout: float = 2.0
 ) -> tuple[Report, Takeover]:
-    """Submit ``tasks`` sleep tasks, inject ``fault`` on the leader mid-run, account."""
+    """Submit ``tasks`` sleep tasks, inject ``fault`` on the leader mid-run, account.
+    Two thirds are submitted first; the last third right after the fault, while no
+    distributor leads."""
     token = uuid.uuid4().hex[:6]
     sc = Scenario(f"leader-{fault}", "", lambda run: None)
     with HACluster(workdir, journal_url, lock_timeout=lock_timeout) as c:
@@ -152,10 +162,20 @@ def run_failover(
         expect = {i: Expect() for i in ids}
         run = Run(c, ids, 0.0)
         takeovers: list[Takeover] = []
-        injector = threading.Thread(target=FAULTS[fault], args=(run, c, takeovers), daemon=True)
+        first = len(ids) * 2 // 3
+
+        def submit(some: list[str]) -> int:
+            for i in some:
+                run.deliveries[i] = c.observer.submit({"id": i, "type": "sleep", "input": 0.05})  # type: ignore[union-attr]
+            return len(some)
+
+        injector = threading.Thread(
+            target=FAULTS[fault],
+            args=(run, c, takeovers, lambda: submit(ids[first:])),
+            daemon=True,
+        )
         injector.start()
-        for i in ids:
-            run.deliveries[i] = c.observer.submit({"id": i, "type": "sleep", "input": 0.05})  # type: ignore[union-attr]
+        submit(ids[:first])
         injector.join(300)
         assert takeovers, "the fault was not injected:\n" + c.logs()
         budget = 120.0 + tasks * 0.05
@@ -168,6 +188,9 @@ def run_failover(
         obs.wait_results({marker}, budget)
         report = classify(run, sc, expect, acked)
         tk = takeovers[0]
+        new_log = c.distributors[c.leader_name].output()
+        tk.ended_write = "held the takeover up" in new_log
+        tk.standby_quiet = new_log.find("connected to") > new_log.find(LEADING) >= 0
         after = [min(r.values()) for r in obs.results.values() if min(r.values()) > tk.at]
         led_at = tk.at + tk.led_after
         later = [x for x in after if x >= led_at]

@@ -30,7 +30,9 @@ from tests.postgres import PgServer
 @click.option("--tasks", default=400, show_default=True, help="sleep tasks (50 ms) per run")
 @click.option("--rounds", default=3, show_default=True, help="runs per fault")
 @click.option("--lock-timeout", default=2.0, show_default=True, help="[journal] lock_timeout")
-@click.option("--fault", "faults", multiple=True, default=["kill", "stall"], show_default=True)
+@click.option(
+    "--fault", "faults", multiple=True, default=["kill", "stall", "term"], show_default=True
+)
 def main(tasks: int, rounds: int, lock_timeout: float, faults: tuple[str, ...]) -> None:
     server = PgServer()
     server.start()

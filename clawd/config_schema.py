@@ -69,8 +69,13 @@ class JournalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: Annotated[
         str,
         msgspec.Meta(
-            pattern=r"^((postgresql|postgres)://.*)?$",
-            extra={"hint": 'unset for SQLite, or "postgresql://user@host:5432/dbname"'},
+            # no password in it (never read from the config file): user@, not user:pw@
+            pattern=r"^((postgresql|postgres)://([^:@/]*@)?[^@]*)?$",
+            extra={
+                "hint": 'unset for SQLite, or "postgresql://user@host:5432/dbname", without a'
+                " password: it goes in ~/.pgpass or a file named by ?passfile=... (mode 0600)",
+                "secret": True,
+            },
         ),
     ] = ""
     #: seconds a leading distributor may go silent before its lock is freed for a standby

@@ -37,6 +37,10 @@ except ImportError:  # pragma: no cover - the optional extra is missing
 #: called inside every write transaction before the write: raises Deposed
 Fence = Callable[[Any], None]
 
+#: ms a fenced connection may sit in an open transaction, or wait on an unacknowledged
+#: send, before the server (or the kernel) ends it
+STALLED_MS = 5000
+
 _WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.I)
 _CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK)\b", re.I)
 _DDL = re.compile(r"^\s*(CREATE|ALTER|DROP)\b", re.I)
@@ -73,8 +77,15 @@ class PgConnection:
 
     def __init__(self, url: str, *, fence: Fence | None = None) -> None:
         self.url = url
-        self.pg = connect_raw(url)
         self.fence = fence
+        if fence is None:
+            self.pg = connect_raw(url)
+        else:
+            # a leader cut off from the server fails its writes within seconds, not when
+            # TCP gives up (minutes), and one stalled inside a write does not hold a
+            # takeover up for long: another distributor may lead by then
+            self.pg = connect_raw(url, tcp_user_timeout=STALLED_MS)
+            self.pg.execute(f"SET idle_in_transaction_session_timeout = {STALLED_MS}")
         self._tables: dict[str, tuple[list[str], list[str]]] = {}
         self._sql = journal_dialect.translator(self._table_info)
 

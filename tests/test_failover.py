@@ -65,3 +65,23 @@ def test_the_cli_reads_a_shared_journal(tmp_path: Path, pg_url: str) -> None:
     out = run_cli("-c", str(cfg), "dlq", "list", "--json", env=env)
     assert out.returncode == 0, out.stderr
     assert "j1" in out.stdout
+
+
+def test_a_leader_stopped_cleanly_hands_over_at_once(tmp_path: Path, pg_url: str) -> None:
+    r, tk = run_failover("term", 150, workdir=tmp_path, journal_url=pg_url)
+    assert r.acked == 150 and r.lost == 0, r.examples["lost"][:10]
+    assert r.dup_results == 0 and r.unexpected == 0
+    assert r.extra_execs <= max(r.in_flight, SLOTS), (r.extra_execs, r.in_flight)
+    assert tk.old_exit == 0, tk.old_log[-3000:]
+
+
+def test_a_journal_url_with_a_password_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    cfg = tmp_path / "clawd.toml"
+    cfg.write_text('[journal]\nurl = "postgresql://clawd:hunter2@db/clawd"\n')
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parent.parent)}
+    out = run_cli("-c", str(cfg), "config", "show", env=env)
+    assert out.returncode == 78
+    assert "[journal] url" in out.stderr and "passfile" in out.stderr
+    assert "hunter2" not in out.stderr + out.stdout

@@ -145,7 +145,24 @@ def _stall(run: Run, c: HACluster, out: list[Takeover], during: Any) -> None:
         tk.old_log = old.output()
 
 
-FAULTS = {"kill": _kill, "stall": _stall}
+def _term(run: Run, c: HACluster, out: list[Takeover], during: Any) -> None:
+    """systemctl stop: the leader drains, closes its journal, then frees its lock."""
+    run.wait_done(0.3)
+    old = c.distributors[c.leader_name]
+    t = time.time()
+    run.fault(f"SIGTERM leader {c.leader_name}", old.proc.pid, t)
+    old.proc.send_signal(signal.SIGTERM)
+    n = during()
+    led = c.wait_takeover()
+    tk = Takeover("SIGTERM", t, led_after=led - t, submitted_during=n)
+    out.append(tk)
+    try:
+        tk.old_exit = old.proc.wait(60)
+    finally:
+        tk.old_log = old.output()
+
+
+FAULTS = {"kill": _kill, "stall": _stall, "term": _term}
 
 
 def run_failover(

@@ -129,6 +129,22 @@ def _parse_input(text: str) -> Any:
 )
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option(
+    "--group",
+    "group_id",
+    help="With -f: submit the file's envelopes as the members of one group with this id.",
+)
+@click.option(
+    "--then",
+    "then_type",
+    metavar="TYPE",
+    help="A task of this type runs after success, with the result (a group's: the list).",
+)
+@click.option(
+    "--allow-failures",
+    is_flag=True,
+    help="With --group: run --then even when members failed (their results are null).",
+)
+@click.option(
     "--timeout",
     "--wait-timeout",
     "wait_timeout",
@@ -150,17 +166,28 @@ def submit(
     delay: float | None,
     not_before: str | None,
     wait: bool,
+    group_id: str | None,
+    then_type: str | None,
+    allow_failures: bool,
     wait_timeout: float | None,
     as_json: bool,
 ) -> None:
     """Submit a task: `clawd submit compute '2+2' --wait`.
 
-    INPUT is JSON if it parses, else text; - reads stdin.
+    INPUT is JSON if it parses, else text; - reads stdin. With -f FILE --group G, the
+    file's envelopes run in parallel as group G, and --then TYPE gets their results.
     """
     from clawd.client import submit_many, validate
 
     cfg = config_of(ctx)
+    if group_id is not None or allow_failures:
+        if file is None or group_id is None:
+            raise click.UsageError("--group and --allow-failures go with -f FILE --group ID")
+        _submit_group(cfg, file, group_id, then_type, allow_failures, lane, wait_timeout, as_json)
+        return
     if file is not None:
+        if then_type is not None:
+            raise click.UsageError("--then with -f needs --group (one then for all of them)")
         _submit_file(cfg, file, wait_timeout, as_json)
         return
     if not type_:
@@ -181,6 +208,8 @@ def submit(
             env["not_before"] = not_before  # RFC 3339: the distributor checks it
     if requires:
         env["requires"] = list(requires)
+    if then_type is not None:
+        env["then"] = {"type": then_type}
     try:
         validate(cfg, env)  # the daemon's own parser: its message, before anything is sent
     except Rejected as exc:
@@ -205,6 +234,69 @@ def _print_result(doc: dict[str, Any], as_json: bool) -> None:
         click.echo(r if isinstance(r, str) else encode(r).decode())
     else:
         click.echo(f"{doc['status']}: {doc.get('error')}", err=True)
+
+
+def _submit_group(
+    cfg: Any,
+    file: Any,
+    group_id: str,
+    then_type: str | None,
+    allow_failures: bool,
+    lane: str | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Every envelope of the file a member of one group; wait for the group's result."""
+    from clawd.client import submit_many, validate
+
+    env: dict[str, Any] = {"type": "group", "id": group_id, "tasks": _read_envelopes(file)}
+    if then_type is not None:
+        env["then"] = {"type": then_type}
+    if allow_failures:
+        env["allow_failures"] = True
+    if lane is not None:
+        env["lane"] = lane
+    try:
+        validate(cfg, env)
+    except Rejected as exc:
+        fail(f"{file.name}: rejected: {exc.error}")
+    start = time.monotonic()
+    doc = submit_many(cfg, [env], wait=True, timeout=timeout).get(group_id)
+    if doc is None:
+        fail(f"no result for group {group_id} within {timeout} s", 2)
+    _print_result(doc, as_json)
+    members = doc.get("members") or []
+    counts: dict[str, int] = {}
+    for m in members:
+        counts[m["status"]] = counts.get(m["status"], 0) + 1
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    then = doc.get("then")
+    click.echo(
+        f"group {group_id}: {doc['status']}, {len(members)} member(s) ({summary or 'none'})"
+        + (f", then {then['id']} {then['status']}" if then else "")
+        + f" in {time.monotonic() - start:.2f} s",
+        err=True,
+    )
+    if doc["status"] != "ok":
+        sys.exit(1)
+
+
+def _read_envelopes(file: Any) -> list[dict[str, Any]]:
+    """The JSON object of every non-blank line of a JSONL file, or a clear failure."""
+    envelopes = []
+    for n, line in enumerate(file, 1):
+        if not line.strip():
+            continue
+        try:
+            env = json.loads(line)
+        except ValueError as exc:
+            fail(f"{file.name}:{n}: not JSON: {exc}")
+        if not isinstance(env, dict):
+            fail(f"{file.name}:{n}: expected a JSON object (a task envelope)")
+        envelopes.append(env)
+    if not envelopes:
+        fail(f"{file.name}: no envelopes in it")
+    return envelopes
 
 
 def _submit_file(cfg: Any, file: Any, timeout: float | None, as_json: bool) -> None:
@@ -265,11 +357,11 @@ def results(
 ) -> None:
     """Print stored results (JSON lines), newest last; --follow streams new ones."""
     from clawd.client import Client
-    from clawd.journal import open_readonly
+    from clawd.journal import exists, location, open_readonly
 
     cfg = config_of(ctx)
-    db = cfg.state_path / "journal.db"
-    if db.exists():
+    db = location(cfg)
+    if exists(db):
         j = open_readonly(db)
         docs = j.results(list(ids) or None, limit)
         for doc in docs:

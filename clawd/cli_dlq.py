@@ -19,11 +19,11 @@ def dlq_group() -> None:
 
 
 def _journal(ctx: click.Context) -> Any:
-    from clawd.journal import open_readonly
+    from clawd.journal import exists, location, open_readonly
 
     cfg = config_of(ctx)
-    db = cfg.state_path / "journal.db"
-    if not db.exists():
+    db = location(cfg)
+    if not exists(db):
         fail(f"no journal at {db} (is the distributor running with this state dir?)")
     return open_readonly(db)
 

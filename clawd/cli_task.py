@@ -54,10 +54,10 @@ def _ask(cfg: Any, task_id: str, timeout: float) -> dict[str, Any] | None:
 
 def _from_journal(cfg: Any, task_id: str) -> dict[str, Any] | None:
     from clawd.errors import JournalError
-    from clawd.journal import open_readonly
+    from clawd.journal import exists, location, open_readonly
 
-    db = cfg.state_path / "journal.db"
-    if not db.exists():
+    db = location(cfg)
+    if not exists(db):
         fail(f"no distributor answered and there is no journal at {db}")
     try:
         journal = open_readonly(db)
@@ -86,6 +86,8 @@ def describe(doc: dict[str, Any]) -> str:
     """One line or two for people."""
     tid, state = doc["id"], doc["state"]
     counted = doc.get("attempts", 0)
+    if doc.get("type") == "group" or (state == "done" and doc["result"].get("type") == "group"):
+        return _describe_group(doc)
     if state == "done":
         r = doc["result"]
         line = f"{tid}: {r['status']} after {r.get('attempts', 0)} attempt(s)"
@@ -104,3 +106,22 @@ def describe(doc: dict[str, Any]) -> str:
     if doc.get("source") == "journal":
         return f"{tid}: open (queued, delayed or running: no distributor answered)"
     return f"{tid}: queued ({counted} attempt(s) so far)"
+
+
+def _describe_group(doc: dict[str, Any]) -> str:
+    """An open group (how far its members are) or an ended one (its outcome)."""
+    tid = doc["id"]
+    r = doc["result"] if doc["state"] == "done" else doc
+    members = r.get("members") or []
+    counts: dict[str, int] = {}
+    for m in members:
+        counts[m["status"]] = counts.get(m["status"], 0) + 1
+    shown = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    then = r.get("then")
+    tail = f", then {then['id']} {then['status']}" if then else ""
+    if doc["state"] == "done":
+        line = f"{tid}: group {r['status']}, {len(members)} member(s) ({shown}){tail}"
+        line += f", finished {_when(r.get('finished_at'))}"
+        out = r.get("result", r.get("error"))
+        return f"{line}\n{json.dumps(out)}" if out is not None else line
+    return f"{tid}: group, {doc.get('done')}/{doc.get('total')} members done ({shown}){tail}"

@@ -11,7 +11,7 @@ from typing import Any
 from clawd import broker as embedded
 from clawd import config as cfgmod
 from clawd.connection import Endpoint, Options
-from clawd.envelope import decode, encode, new_id, parse_submission
+from clawd.envelope import decode, encode, new_id, parse_item
 from clawd.errors import BrokerError
 from clawd.message import Message
 from clawd.topics import Topics
@@ -135,13 +135,14 @@ def ask_distributor(config: Any, command: dict[str, Any], timeout: float) -> Any
 
 
 def validate(config: Any, env: dict[str, Any]) -> None:
-    """Check an envelope with the daemon's own parser; Rejected carries its message.
+    """Check an envelope (a group too) with the daemon's own parser; Rejected carries its
+    message.
 
     Task types are not checked here: which ones the workers serve, only the distributor
     knows (its rejection reaches a waiting client as a ``rejected`` result).
     """
     lane = env.get("lane") or config.distributor.default_lane
-    parse_submission(
+    parse_item(
         ["tasks", lane], encode(env), lanes=config.lanes, max_payload=config.daemon.max_payload
     )
 

@@ -176,7 +176,7 @@ def _ejection_per_type(data: dict[str, Any], p: Problems) -> None:
 
 
 #: keys that take a duration ("7d", "90s") as well as a number of seconds
-_DURATION_KEYS = (("journal", "retention"),)
+_DURATION_KEYS = (("journal", "retention"), ("journal", "lock_timeout"))
 
 
 def _durations(data: dict[str, Any], p: Problems) -> None:

@@ -88,6 +88,11 @@ forget_after = 3600.0
 # again with the id of one pruned is run again); seconds or "7d", "12h", "90s"; 0: for ever.
 # Dead letters are kept until replayed or purged.
 retention = "7d"
+# several distributors sharing one PostgreSQL journal, one of them active (needs
+# pip install 'clawd[postgres]'; see docs/deployment.md); unset: SQLite in state_dir
+# url = "postgresql://clawd@db.example:5432/clawd"
+# a leading distributor silent this long (stopped, cut off) lets a standby take over
+# lock_timeout = "5s"
 
 # Priority lanes: higher weight, larger share, and no lane starves. A [lanes.<name>]
 # table adds a lane or changes the weight of a built-in one.

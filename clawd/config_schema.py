@@ -64,6 +64,22 @@ class JournalConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: seconds a terminal task (its result, and its id for deduplication) is kept; 0: for
     #: ever. A duration such as "7d" in the file is converted by :func:`load`.
     retention: Annotated[float, msgspec.Meta(ge=0)] = 7 * 86_400.0
+    #: unset: SQLite in the state dir; "postgresql://user@host/db": a journal shared by
+    #: several distributors, one of them active (docs/deployment.md)
+    url: Annotated[
+        str,
+        msgspec.Meta(
+            # no password in it (never read from the config file): user@, not user:pw@
+            pattern=r"^((postgresql|postgres)://([^:@/]*@)?[^@]*)?$",
+            extra={
+                "hint": 'unset for SQLite, or "postgresql://user@host:5432/dbname", without a'
+                " password: it goes in ~/.pgpass or a file named by ?passfile=... (mode 0600)",
+                "secret": True,
+            },
+        ),
+    ] = ""
+    #: seconds a leading distributor may go silent before its lock is freed for a standby
+    lock_timeout: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 5.0
 
 
 class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

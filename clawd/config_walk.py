@@ -156,7 +156,8 @@ def expected(t: Any, *, plural: bool = False) -> str:
         if t.pattern == NAME_PATTERN:
             return NAME_HINT.replace("a name", "names") if plural else NAME_HINT
         empty = "non-empty " if t.min_length else ""
-        return f"{empty}strings" if plural else f"a {empty}string"
+        form = " of the form the hint gives" if t.pattern else ""
+        return f"{empty}strings{form}" if plural else f"a {empty}string{form}"
     if isinstance(t, mi.LiteralType):
         return "one of " + ", ".join(json.dumps(v) for v in t.values)
     if isinstance(t, mi.ListType):

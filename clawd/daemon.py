@@ -17,12 +17,12 @@ from typing import Any
 
 from clawd import broker as embedded
 from clawd import config as cfgmod
-from clawd import logs, reload_report
+from clawd import journal_pg, logs, reload_report
 from clawd.broker_wait import wait_for_broker
 from clawd.config_check import check_roles
 from clawd.connection import Endpoint, Options
 from clawd.distributor.core import SESSION_EXPIRY, Distributor
-from clawd.errors import BrokerError, ConfigError
+from clawd.errors import BrokerError, ConfigError, Deposed
 from clawd.journal import Journal
 from clawd.plugins import load_plugins
 from clawd.state_lock import StateLock, prepare
@@ -36,6 +36,8 @@ log = logging.getLogger("clawd.daemon")
 STALL = 5.0
 #: seconds a reload may take to reach every loop before it is reported anyway
 RELOAD_WAIT = 10.0
+#: exit status of a distributor deposed by another (EX_TEMPFAIL): restarted, it stands by
+EX_DEPOSED = 75
 
 
 class Daemon:
@@ -60,6 +62,9 @@ class Daemon:
         self.state_dir = config.state_path
         #: monotonic time the broker link went down (None while every link is up)
         self.down_since: float | None = None
+        #: this distributor's lead over a shared journal (None: a journal of its own)
+        self.leadership: Any = None
+        self.deposed = False
 
     # -- start ---------------------------------------------------------------------------
 
@@ -101,13 +106,12 @@ class Daemon:
             "driven": True,
         }
         if "distributor" in self.roles:
-            journal = Journal(
-                cfg.state_path / "journal.db",
-                fsync=cfg.daemon.journal_sync == "full",
-                checkpointer=True,
-                retention=cfg.journal.retention,
-            )
+            journal = self._open_journal()
+            if journal is None:
+                return  # stopped while standing by
             d = self.distributor = Distributor(cfg, self.plugins, journal)
+            if self.leadership is not None:
+                d.outbox.epoch = self.leadership.epoch
             if cfg.metrics.prometheus_port:
                 from clawd.prometheus import Exporter
 
@@ -131,6 +135,43 @@ class Daemon:
             th.start()
         log.info("clawd running: roles %s, broker %s", ", ".join(self.roles), endpoint)
         self.notifier.ready(self.status_line())
+
+    def _open_journal(self) -> Journal | None:
+        """The distributor's journal: SQLite in the state dir, or a shared PostgreSQL one
+        once this distributor leads (:mod:`clawd.leader`); None: stopped while standing by.
+        A standby makes no MQTT connection: the distributor's client id (and the
+        submissions the broker queues for it) belongs to the leader."""
+        cfg = self.config
+        if not cfg.journal.url:
+            return Journal(
+                cfg.state_path / "journal.db",
+                fsync=cfg.daemon.journal_sync == "full",
+                checkpointer=True,
+                retention=cfg.journal.retention,
+            )
+        from clawd.leader import Leadership
+
+        lead = self.leadership = Leadership(cfg.journal.url, lock_timeout=cfg.journal.lock_timeout)
+        self.notifier.ready("standby: another distributor leads")
+        told: list[bool] = []
+
+        def waiting() -> None:
+            self.notifier.maybe_watchdog(True)  # standing by is this loop's progress
+            if "worker" in self.roles and not told:
+                told.append(True)
+                log.warning(
+                    "this process's worker role starts once its distributor leads: run "
+                    "workers as processes of their own (--role worker) beside HA distributors"
+                )
+
+        if not lead.wait(lambda: self._stop_requested, waiting):
+            return None
+        return Journal(
+            cfg.journal.url,
+            checkpointer=True,
+            retention=cfg.journal.retention,
+            fence=lead.fence,
+        )
 
     def _connect(self, endpoint: Endpoint, base: dict[str, Any]) -> bool:
         """Connect every role; a broker that is not there yet is waited for (False: a stop
@@ -209,11 +250,24 @@ class Daemon:
         component: Any = self.distributor if role == "distributor" else self.worker
         first = role == self.roles[0]
         next_status = 0.0
+        lead = self.leadership if role == "distributor" else None
         while not self.stop_event.is_set():
             try:
+                if lead is not None:
+                    lead.check()
                 component.run_once(0.2)
-            except Exception:
+            except Exception as exc:
+                if lead is not None and isinstance(exc, (Deposed, journal_pg.DatabaseError)):
+                    # deposed, or the journal's session ended (a takeover ends a stalled
+                    # leader's): either way another distributor may lead now
+                    log.error("%s; stopping (restarted, this distributor stands by)", exc)
+                    self.deposed = True
+                    self.exit_code = EX_DEPOSED
+                    self.stop_event.set()
+                    return
                 log.exception("%s loop failed; stopping", role)
+                # a shared journal that failed a write is not written to again on the way out
+                self.deposed = lead is not None
                 self.exit_code = 1
                 self.stop_event.set()
                 return
@@ -319,7 +373,9 @@ class Daemon:
                 self.worker.drain(self.config.worker.drain_timeout)
             except Exception:
                 log.exception("worker drain failed")
-        if self.distributor is not None and self.distributor.transport is not None:
+        if self.deposed and self.distributor is not None:
+            self.distributor.journal.abandon()  # it may write nothing more
+        elif self.distributor is not None and self.distributor.transport is not None:
             d = self.distributor
             d.draining = True
             # a last turn: take in hand-backs and outcomes the drain produced
@@ -334,6 +390,8 @@ class Daemon:
                 log.debug("transport stop failed", exc_info=True)
         if self.broker is not None:
             self.broker.stop()
+        if self.leadership is not None:
+            self.leadership.release()  # a standby takes over at once
         for lock in self.locks:
             lock.release()
         if self.threads:  # a start that failed says why, and only that

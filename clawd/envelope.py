@@ -58,6 +58,12 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True):
     delay: Any = None
     #: the earliest start: epoch seconds or an RFC 3339 date-time
     not_before: Any = None
+    #: what runs after this task succeeds, with its result as input (clawd.workflow)
+    then: Any = None
+    #: a group's members (``"type": "group"``, clawd.workflow)
+    tasks: Any = msgspec.UNSET
+    #: a group runs its ``then`` even when members failed (their results are null)
+    allow_failures: bool | None = None
 
 
 class Task(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -77,6 +83,8 @@ class Task(msgspec.Struct, omit_defaults=True, kw_only=True):
     not_before: float | None = None
     submitted_at: float = 0.0
     attempt: int = 0
+    #: the envelope that runs after this task succeeds (its id and lane filled in)
+    then: dict[str, Any] | None = None
 
 
 _envelope_decoder = msgspec.json.Decoder(Envelope)
@@ -159,8 +167,39 @@ def parse_envelope(
     Expiry Interval when the publisher set one; ``known_types`` are the task types
     some handler serves (omit it to accept any type). Returns the task and whether the
     producer chose its id, as the decoded envelope says however the key was spelt
-    (``"\\u0069d"`` is ``"id"``): only such an id can already be known.
+    (``"\\u0069d"`` is ``"id"``): only such an id can already be known. A group
+    (:mod:`clawd.workflow`) is rejected here: see :func:`parse_item`.
     """
+    item, chosen = parse_item(
+        levels,
+        payload,
+        lanes=lanes,
+        max_payload=max_payload,
+        expiry=expiry,
+        now=now,
+        known_types=known_types,
+    )
+    if not isinstance(item, Task):
+        raise Rejected("a group is not accepted here, only a single task", item.id)
+    return item, chosen
+
+
+def parse_item(
+    levels: list[str],
+    payload: bytes,
+    *,
+    lanes: Any,
+    max_payload: int,
+    expiry: float | None = None,
+    now: float | None = None,
+    known_types: AbstractSet[str] | None = None,
+    depth: int = 0,
+) -> tuple[Any, bool]:
+    """:func:`parse_envelope`, and a group too: returns a Task or a
+    :class:`clawd.workflow.Group`, and whether the producer chose its id. ``depth``
+    counts the groups and ``then`` envelopes this one is nested in."""
+    from clawd import workflow
+
     if len(payload) > max_payload:
         raise Rejected(f"payload of {len(payload)} bytes is over the limit of {max_payload}")
     if len(levels) not in (2, 3) or not all(levels[1:]):
@@ -196,6 +235,18 @@ def parse_envelope(
 
     task_id = check_id(env.id) if env.id is not None else new_id()
     try:
+        if workflow.is_group(env, topic_type):
+            group = workflow.build_group(
+                env,
+                task_id,
+                lane,
+                topic_type,
+                lanes=lanes,
+                now=now,
+                known_types=known_types,
+                depth=depth,
+            )
+            return group, env.id is not None
         task = _build(env, task_id, lane, topic_type, lanes, expiry, now)
         if (
             known_types is not None
@@ -204,6 +255,10 @@ def parse_envelope(
         ):
             shown = ", ".join(sorted(known_types)) or "none yet"
             raise Rejected(f"unknown task type {task.type!r} (known: {shown})")
+        if env.then is not None:
+            task.then = workflow.check_then(
+                env.then, task.id, lane, lanes=lanes, known_types=known_types, depth=depth
+            )
         return task, env.id is not None
     except Rejected as exc:
         # a rejected result goes to results/<id> only when the producer chose the id

@@ -51,3 +51,8 @@ class BrokerError(ClawdError):
 
 class JournalError(ClawdError):
     """The journal cannot be opened or is of a schema this clawd cannot use."""
+
+
+class Deposed(JournalError):
+    """Another distributor took the lead of a shared journal: this one may write nothing
+    more, and stops (its supervisor starts it again as a standby)."""

@@ -1,5 +1,8 @@
 """Durable task state: SQLite in WAL mode, written in batches (group commit).
 
+Or PostgreSQL, shared by several distributors (``[journal] url``): the same SQL, through
+:mod:`clawd.journal_pg`; where this file says SQLite, that is the embedded default.
+
 The distributor stages writes during one turn of its loop and calls :meth:`commit`
 once; only then does it acknowledge the submissions to the broker. ``seq`` (the rowid)
 orders a lane, so a backlog larger than memory can be paged back in order.
@@ -28,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from clawd import clock
+from clawd import clock, journal_pg
 from clawd.envelope import Task, decode, encode
 from clawd.errors import JournalError
 
@@ -92,15 +95,26 @@ PRUNE_INDEX = (
 #: the last slot each periodic schedule fired (or let pass), so a restart never fires it again
 SCHEDULES = "CREATE TABLE IF NOT EXISTS schedules (name TEXT PRIMARY KEY, slot REAL NOT NULL)"
 
+#: open groups (``clawd.workflow``): the group as JSON (lane, member ids, then); a row
+#: leaves when the group ends, its result kept in ``tasks`` like any other
+GROUPS = """
+CREATE TABLE IF NOT EXISTS groups (
+    id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    reply BLOB,
+    submitted_at REAL NOT NULL
+)"""
+
 #: ids per lookup query (SQLite allows 32 766 parameters)
 LOOKUP_CHUNK = 500
 
 #: the schema version this code writes (``PRAGMA user_version``)
-VERSION = 3
+VERSION = 4
 #: what brings a journal of version N-1 to N (version 0: created before versions existed)
 MIGRATIONS = {
     2: "ALTER TABLE tasks ADD COLUMN published INTEGER NOT NULL DEFAULT 1",
     3: ROUTES,
+    4: GROUPS,
 }
 
 
@@ -109,22 +123,33 @@ class Journal:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | str,
         *,
         fsync: bool = True,
         checkpointer: bool = False,
         retention: float = 0.0,
+        fence: journal_pg.Fence | None = None,
     ) -> None:
         """``retention``: seconds a terminal task is kept; 0 keeps every task. Lookups
-        honour it; the checkpointer thread (``checkpointer``) prunes what it frees."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        honour it; the checkpointer thread (``checkpointer``) prunes what it frees.
+
+        ``path``: a SQLite file, or a ``postgresql://`` URL (:mod:`clawd.journal_pg`),
+        where ``fence`` runs in every write transaction (:class:`clawd.leader.Leadership`).
+        """
+        self.postgres = journal_pg.is_url(path)
         self.path = path
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit survives power loss; NORMAL: survives a crash of this process
-        self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        self.db: Any
         self.checkpointer: Checkpointer | None = None
-        if checkpointer:
+        if self.postgres:
+            self.db = journal_pg.PgConnection(str(path), fence=fence)
+        else:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit survives power loss; NORMAL: survives a crash of this process
+            self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        if checkpointer and not self.postgres:
             self.db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             self.db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         try:
@@ -132,8 +157,9 @@ class Journal:
             self.db.executescript(SCHEMA)
             self.db.execute(PRUNE_INDEX)
             self.db.execute(SCHEDULES)
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {path}: {exc}") from None
+            self.db.execute(GROUPS)
+        except (sqlite3.Error, journal_pg.DatabaseError) as exc:
+            raise JournalError(f"journal {journal_pg.redact(str(path))}: {exc}") from None
         self._adds: list[tuple[Any, ...]] = []
         self._attempts: list[tuple[int, str]] = []
         self._finished: list[tuple[Any, ...]] = []
@@ -142,17 +168,21 @@ class Journal:
         self._published: list[tuple[str]] = []
         self._histories: list[tuple[bytes, str]] = []
         self._slots: list[tuple[str, float]] = []
+        self._groups_added: list[tuple[str, bytes, bytes | None, float]] = []
+        self._groups_ended: list[tuple[str]] = []
         self.retention = retention
         #: ids a lookup found only in rows past the retention (not yet pruned): forgotten
         self._expired: set[str] = set()
         self._forget: list[tuple[str]] = []
         if checkpointer:
-            self.checkpointer = Checkpointer(path, fsync=fsync, retention=retention)
+            self.checkpointer = Checkpointer(path, fsync=fsync, retention=retention, fence=fence)
             self.checkpointer.start()
 
     def _migrate(self) -> None:
         """Bring an older journal up to this code's schema, in one transaction."""
         db = self.db
+        if self.postgres:
+            return self._migrate_pg()
         (version,) = db.execute("PRAGMA user_version").fetchone()
         exists = db.execute("SELECT 1 FROM sqlite_master WHERE name='tasks'").fetchone()
         if not exists:
@@ -171,6 +201,22 @@ class Journal:
             db.execute(MIGRATIONS[v])
         db.execute(f"PRAGMA user_version={VERSION}")
         db.execute("COMMIT")
+
+    def _migrate_pg(self) -> None:
+        """The same migrations on PostgreSQL, whose version lives in ``clawd_meta``."""
+        db = self.db
+        version = db.schema_version()
+        if version is None:
+            db.set_schema_version(VERSION)
+            return
+        if version > VERSION:
+            raise JournalError(
+                f"journal {journal_pg.redact(str(self.path))} has schema version {version},"
+                f" newer than this clawd ({VERSION}): upgrade clawd"
+            )
+        for v in range(version + 1, VERSION + 1):
+            db.executescript(MIGRATIONS[v])
+        db.set_schema_version(VERSION)
 
     # -- staged writes -------------------------------------------------------------------
 
@@ -241,6 +287,8 @@ class Journal:
             or self._histories
             or self._published
             or self._slots
+            or self._groups_added
+            or self._groups_ended
         )
 
     def commit(self) -> None:
@@ -281,6 +329,7 @@ class Journal:
                 db.executemany("UPDATE tasks SET published=1 WHERE id=?", self._published)
             if self._slots:
                 db.executemany("INSERT OR REPLACE INTO schedules VALUES (?,?)", self._slots)
+            self._commit_groups()
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -295,6 +344,34 @@ class Journal:
         self._histories.clear()
         self._published.clear()
         self._slots.clear()
+        self._groups_added.clear()
+        self._groups_ended.clear()
+
+    # -- groups (clawd.distributor.groups): staged, written by commit -------------------
+
+    def add_group(self, group_id: str, body: bytes, reply: bytes | None, at: float) -> None:
+        """A new open group (its members are added as tasks in the same commit)."""
+        self._groups_added.append((group_id, body, reply, at))
+
+    def end_group(self, group_id: str) -> None:
+        """A group ended: it leaves; its result is a task row (:meth:`add`, :meth:`finish`)."""
+        self._groups_ended.append((group_id,))
+
+    def _commit_groups(self) -> None:
+        if self._groups_added:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO groups(id, body, reply, submitted_at) VALUES (?,?,?,?)",
+                self._groups_added,
+            )
+        if self._groups_ended:
+            self.db.executemany("DELETE FROM groups WHERE id=?", self._groups_ended)
+
+    def open_groups(self) -> list[tuple[str, bytes, bytes | None]]:
+        """Every open group in submission order: (id, body, reply)."""
+        return [
+            (r[0], bytes(r[1]), bytes(r[2]) if r[2] is not None else None)
+            for r in self.db.execute("SELECT id, body, reply FROM groups ORDER BY submitted_at, id")
+        ]
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -403,7 +480,7 @@ class Journal:
         else:
             rows = self.db.execute(
                 "SELECT result FROM (SELECT seq, result FROM tasks WHERE result IS NOT NULL"
-                " ORDER BY finished_at DESC LIMIT ?) ORDER BY seq",
+                " ORDER BY finished_at DESC LIMIT ?) AS latest ORDER BY seq",
                 (limit,),
             ).fetchall()
         return [decode(r[0]) for r in rows]
@@ -430,6 +507,12 @@ class Journal:
             self.checkpointer.stop()
         self.db.close()
 
+    def abandon(self) -> None:
+        """Close without committing what is staged (a deposed distributor's writes)."""
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+        self.db.close()
+
 
 def _prunable(finished_at: float | None, published: int, dead: int, cutoff: float) -> bool:
     """What :func:`prune` deletes, for one row."""
@@ -437,7 +520,7 @@ def _prunable(finished_at: float | None, published: int, dead: int, cutoff: floa
 
 
 def prune(
-    db: sqlite3.Connection,
+    db: Any,
     before: float,
     *,
     batch: int = PRUNE_BATCH,
@@ -467,11 +550,23 @@ class Checkpointer(threading.Thread):
     tasks (:func:`prune`) every ``PRUNE_EVERY`` seconds, or every half retention if that
     is shorter."""
 
-    def __init__(self, path: Path, *, fsync: bool, retention: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        fsync: bool,
+        retention: float = 0.0,
+        fence: journal_pg.Fence | None = None,
+    ) -> None:
         super().__init__(name="clawd-checkpoint", daemon=True)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
-        self.db.execute("PRAGMA wal_autocheckpoint=0")
+        self.postgres = journal_pg.is_url(path)
+        self.db: Any
+        if self.postgres:  # only prunes: PostgreSQL checkpoints by itself
+            self.db = journal_pg.PgConnection(str(path), fence=fence)
+        else:
+            self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+            self.db.execute("PRAGMA wal_autocheckpoint=0")
         self._halt = threading.Event()
         self.checkpoints = 0
         self.retention = retention
@@ -484,7 +579,8 @@ class Checkpointer(threading.Thread):
         next_prune = time.monotonic()
         while not self._halt.wait(CHECKPOINT_EVERY):
             try:
-                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if not self.postgres:
+                    self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 self.checkpoints += 1
             except sqlite3.Error as exc:
                 log.warning("journal checkpoint failed (retrying): %s", exc)
@@ -495,7 +591,7 @@ class Checkpointer(threading.Thread):
     def _prune(self) -> None:
         try:
             n = prune(self.db, clock.wall() - self.retention, halt=self._halt)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, journal_pg.DatabaseError, JournalError) as exc:
             log.warning("journal pruning failed (retrying): %s", exc)
             return
         self.prunes += 1
@@ -512,6 +608,16 @@ class Checkpointer(threading.Thread):
 _task = msgspec.json.Decoder(Task).decode
 
 
-def open_readonly(path: Path) -> Journal:
+def location(cfg: Any) -> Path | str:
+    """Where the distributor's journal is: ``[journal] url``, or the state dir's file."""
+    return str(cfg.journal.url) if cfg.journal.url else cfg.state_path / "journal.db"
+
+
+def exists(where: Path | str) -> bool:
+    """Whether there is a journal to read there (a PostgreSQL one is taken to exist)."""
+    return journal_pg.is_url(where) or Path(where).exists()
+
+
+def open_readonly(path: Path | str) -> Journal:
     """A journal for the CLI's reads beside a running distributor (WAL lets both in)."""
     return Journal(path, fsync=False)

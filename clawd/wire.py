@@ -73,6 +73,9 @@ class Grants(msgspec.Struct, kw_only=True):
 
     tasks: list[Task]
     cancel: list[Grant] = msgspec.field(default_factory=list)
+    #: the sending distributor's epoch (:mod:`clawd.leader`): a worker ignores grants of
+    #: an epoch older than the newest it has seen (a deposed distributor's)
+    epoch: NonNegative = 0
 
 
 class Control(msgspec.Struct, kw_only=True):

@@ -12,6 +12,16 @@ from clawd.envelope import Task, result_doc
 from clawd.errors import JournalError
 from clawd.journal import BACKSTOP_PAGES, PRUNE_INDEX, VERSION, Journal, prune
 from tests.conftest import wait_until
+from tests.postgres import pg_server, pg_url  # noqa: F401
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where a journal lives: a SQLite file, or an empty database of a private PostgreSQL."""
+    if request.param == "sqlite":
+        return tmp_path / "journal.db"
+    return str(request.getfixturevalue("pg_url"))
+
 
 # the tasks table as the first release wrote it: no outbox column, no user_version
 V1 = """
@@ -47,8 +57,8 @@ def test_a_journal_newer_than_the_code_is_refused_clearly(tmp_path: Path) -> Non
         Journal(path)
 
 
-def test_a_result_stays_in_the_outbox_until_published(tmp_path: Path) -> None:
-    j = Journal(tmp_path / "journal.db")
+def test_a_result_stays_in_the_outbox_until_published(where: Path | str) -> None:
+    j = Journal(where)
     task = Task(id="t1", type="compute", lane="normal", input="1", submitted_at=1.0)
     j.add(task, ["my/reply", "ab"])
     j.commit()
@@ -61,8 +71,8 @@ def test_a_result_stays_in_the_outbox_until_published(tmp_path: Path) -> None:
     assert j.outbox() == []
 
 
-def test_lookups_go_in_chunks_and_find_every_known_id(tmp_path: Path) -> None:
-    j = Journal(tmp_path / "journal.db")
+def test_lookups_go_in_chunks_and_find_every_known_id(where: Path | str) -> None:
+    j = Journal(where)
     for i in range(1200):
         j.add(Task(id=f"t{i}", type="compute", lane="normal", input="1", submitted_at=1.0), None)
     j.commit()
@@ -101,8 +111,8 @@ def _finished(j: Journal, task_id: str, finished_at: float, *, publish: bool = T
     j.commit()
 
 
-def test_pruning_keeps_open_tasks_the_outbox_and_dead_letters(tmp_path: Path) -> None:
-    j = Journal(tmp_path / "journal.db")
+def test_pruning_keeps_open_tasks_the_outbox_and_dead_letters(where: Path | str) -> None:
+    j = Journal(where)
     _finished(j, "old", 100.0)
     _finished(j, "old-unpublished", 100.0, publish=False)
     _finished(j, "old-dead", 100.0)
@@ -174,8 +184,8 @@ def test_without_retention_nothing_is_pruned(tmp_path: Path) -> None:
     j.close()
 
 
-def test_an_id_past_the_retention_is_new_before_it_is_pruned(tmp_path: Path) -> None:
-    j = Journal(tmp_path / "journal.db", retention=100.0)
+def test_an_id_past_the_retention_is_new_before_it_is_pruned(where: Path | str) -> None:
+    j = Journal(where, retention=100.0)
     now = time.time()
     _finished(j, "old", now - 200)
     _finished(j, "recent", now - 50)
@@ -189,3 +199,67 @@ def test_an_id_past_the_retention_is_new_before_it_is_pruned(tmp_path: Path) -> 
     assert j.lookup_many(["old"]) == {"old": ("queued", None)}
     assert j.results(["old"]) == []
     assert [t.input for _, t, *_ in j.open_tasks("normal")] == ["2"]
+
+
+def test_every_method_reads_back_what_was_written(where: Path | str) -> None:
+    """The journal's interface, on each backend: dead letters and their replay, routes,
+    schedule slots, open tasks by lane, results, purges."""
+    j = Journal(where)
+    a = Task(id="a", type="compute", lane="high", input="1", submitted_at=1.5)
+    b = Task(id="b", type="compute", lane="normal", input="2", submitted_at=2.5)
+    j.add(a, None)
+    j.add(b, ["r/t", "00ff"])
+    j.add(a, None)  # a known id is ignored, not an error
+    j.dispatched("a", 3)
+    j.schedule_slot("nightly", 86_400.0)
+    j.schedule_slot("nightly", 172_800.0)  # replaces
+    j.commit()
+    assert sorted(j.lanes_with_open()) == ["high", "normal"]
+    [(seq, task, attempts, reply, history)] = j.open_tasks("normal")
+    assert (task.id, attempts, reply, history) == ("b", 0, ["r/t", "00ff"], [])
+    assert j.open_tasks("high")[0][2] == 3
+    assert j.open_task("a") == a and j.open_task("nope") is None
+    assert j.schedule_slots() == {"nightly": 172_800.0}
+    doc = result_doc(a, "failed", attempts=3, error="boom", finished_at=10.25)
+    j.finish("a", "failed", doc, [{"attempt": 3}])
+    j.dead_letter("a", "high", "boom", {"id": "a", "reason": "boom"})
+    j.dead_letter("a", "high", "boom again", {"id": "a", "reason": "boom again"})
+    assert j.staged_result("a") == doc and j.open_task("a") is None
+    j.commit()
+    assert j.results(["a", "b"]) == [doc] and j.results() == [doc]
+    assert j.finished(["a", "b"]) == {"a"}
+    assert j.dead_letters() == [{"id": "a", "reason": "boom again"}]
+    assert j.lookup_many(["a"]) == {"a": ("failed", doc)}
+    j.requeue("a", 3, [{"attempt": 3}, {"replayed_from": 3}])
+    j.commit()
+    assert j.dead_letters("a") == [] and j.lookup_many(["a"]) == {"a": ("queued", None)}
+    j.handed_back("b", [{"handed_back": 1}])
+    j.commit()
+    assert j.open_tasks("normal")[0][4] == [{"handed_back": 1}]
+    j.save_route("r1", b'{"match": "x"}', 5.5)
+    j.save_route("r1", b'{"match": "y"}', 6.5)
+    j.save_route("r2", b"{}", 7.0)
+    j.delete_route("r2")
+    assert j.routes() == [("r1", b'{"match": "y"}', 6.5)]
+    j.dead_letter("b", "normal", "x", {"id": "b"})
+    j.dead_letter("c", "normal", "y", {"id": "c"})
+    j.commit()
+    assert j.purge_dead(["b"]) == 1 and j.purge_dead() == 1 and j.dead_letters() == []
+    j.add_group("g2", b'{"members": 2}', None, 9.0)
+    j.add_group("g1", b'{"members": 1}', b'["r/g", "01"]', 8.0)
+    j.add_group("g1", b"{}", None, 8.5)  # a known group is ignored
+    j.commit()
+    assert j.open_groups() == [
+        ("g1", b'{"members": 1}', b'["r/g", "01"]'),
+        ("g2", b'{"members": 2}', None),
+    ]
+    j.end_group("g1")
+    j.commit()
+    assert [g for g, *_ in j.open_groups()] == ["g2"]
+    j.close()
+    # a second opening finds the same state (and its schema already there)
+    again = Journal(where)
+    assert [t.id for _, t, *_ in again.open_tasks("high")] == ["a"]
+    assert again.routes() == [("r1", b'{"match": "y"}', 6.5)]
+    assert [g for g, *_ in again.open_groups()] == ["g2"]
+    again.close()

@@ -219,3 +219,27 @@ def test_an_id_submitted_again_once_forgotten_runs_again(tmp_path: Path) -> None
     t.deliver(f"{P}/_/w/w1/tasks", msgspec.json.encode({"tasks": [second]}))
     run_until(w, t, lambda: len(gate.calls) == 2)
     assert gate.calls == [("t1", 1), ("t1", 1)]
+
+
+def test_a_dispatch_of_an_older_epoch_is_ignored(tmp_path: Path) -> None:
+    """After a distributor takeover the worker follows the newest epoch: a deposed
+    distributor's late dispatch (an older epoch) starts nothing and cancels nothing."""
+    w, t, gate = make(tmp_path)
+
+    def send(epoch: int, task_id: str, cancel: list[list[Any]] | None = None) -> None:
+        doc = {
+            "tasks": [Task(id=task_id, type="gate", lane="normal", attempt=1)] if task_id else [],
+            "cancel": cancel or [],
+            "epoch": epoch,
+        }
+        t.deliver(f"{P}/_/w/w1/tasks", msgspec.json.encode(doc))
+        w.run_once(0)
+
+    send(2, "new")
+    assert gate.started.wait(10)
+    send(1, "old", cancel=[["new", 1]])
+    assert gate.calls == [("new", 1)] and "new" in w.running and "old" not in w.running
+    gate.release.set()
+    run_until(w, t, lambda: any(r.outcomes for r in reports(t)))
+    send(0, "plain")  # epoch 0: a distributor with a journal of its own is always heard
+    run_until(w, t, lambda: ("plain", 1) in gate.calls)

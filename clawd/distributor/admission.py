@@ -14,7 +14,7 @@ from clawd import clock
 from clawd.distributor.metrics import Metrics
 from clawd.distributor.outbox import Outbox
 from clawd.distributor.tasks import TaskTable
-from clawd.envelope import Rejected, Task, encode, parse_envelope
+from clawd.envelope import Rejected, Task, encode, parse_item
 from clawd.message import Message
 
 
@@ -25,8 +25,10 @@ class Admission:
         self.tasks = tasks
         self.outbox = outbox
         self.metrics = metrics
-        #: the turn's valid submissions: (task, reply, id chosen by the producer)
-        self.pending: list[tuple[Task, list[Any] | None, bool]] = []
+        #: the turn's valid submissions: (task or group, reply, id chosen by the producer)
+        self.pending: list[tuple[Any, list[Any] | None, bool]] = []
+        #: the group table (clawd.distributor.groups); set by the core
+        self.flows: Any = None
 
     def submission(
         self, msg: Message, levels: list[str], *, max_payload: int, known_types: Any
@@ -34,7 +36,7 @@ class Admission:
         """A message on ``<prefix>/tasks/...``: a task to admit, or a rejection."""
         self.outbox.ack(msg.mid, msg.qos)
         try:
-            task, chosen = parse_envelope(
+            task, chosen = parse_item(
                 levels,
                 msg.payload,
                 lanes=self.tasks.lanes.lanes,
@@ -68,8 +70,9 @@ class Admission:
             [t.id for t, _, chosen in subs if chosen and t.id not in entries]
         )
         admitted: set[str] = set()
+        groups = self.flows.open if self.flows is not None else {}
         for task, reply, chosen in subs:
-            if task.id in entries or (chosen and task.id in admitted):
+            if task.id in entries or task.id in groups or (chosen and task.id in admitted):
                 continue  # already open: it will produce its one result
             done = known.get(task.id)
             if done is not None:
@@ -79,6 +82,9 @@ class Admission:
                 continue
             if chosen:
                 admitted.add(task.id)
+            if not isinstance(task, Task):
+                self.flows.admit(task, reply)
+                continue
             tasks.admit(task, reply)
             self.metrics.count("submitted")
 

@@ -28,7 +28,13 @@ def cancel(ids: list[str], *, tasks: TaskTable, fleet: Fleet, life: Lifecycle) -
     """Cancel each of ``ids``; the answer says what became of each one:
     ``{"cancelled": [...], "finished": {id: status}, "unknown": [...]}``."""
     answer: dict[str, Any] = {"cancelled": [], "finished": {}, "unknown": []}
+    flows = life.flows
     for task_id in dict.fromkeys(ids):
+        if flows is not None and task_id in flows.open:
+            # a group: its running members and its then, then the group itself
+            flows.cancel(task_id, lambda i: _cancel_one(i, tasks=tasks, fleet=fleet, life=life))
+            answer["cancelled"].append(task_id)
+            continue
         e = tasks.get(task_id) or tasks.load_open(task_id)
         if e is not None:
             _end(e, tasks=tasks, fleet=fleet, life=life)
@@ -43,6 +49,12 @@ def cancel(ids: list[str], *, tasks: TaskTable, fleet: Fleet, life: Lifecycle) -
     return answer
 
 
+def _cancel_one(task_id: str, *, tasks: TaskTable, fleet: Fleet, life: Lifecycle) -> None:
+    e = tasks.get(task_id) or tasks.load_open(task_id)
+    if e is not None:
+        _end(e, tasks=tasks, fleet=fleet, life=life)
+
+
 def _end(e: Entry, *, tasks: TaskTable, fleet: Fleet, life: Lifecycle) -> None:
     worker = None
     if e.state is State.RUNNING:
@@ -55,7 +67,9 @@ def _end(e: Entry, *, tasks: TaskTable, fleet: Fleet, life: Lifecycle) -> None:
             # an in-process handler's thread and frees its slot
             life.outbox.publish(
                 life.topics.dispatch(w.id),
-                encode({"tasks": [], "cancel": [[e.task.id, e.attempt]]}),
+                encode(
+                    {"tasks": [], "cancel": [[e.task.id, e.attempt]], "epoch": life.outbox.epoch}
+                ),
             )
         e.history.append(attempt_record(e, worker, "cancelled"))
     else:

@@ -59,7 +59,7 @@ def handle(
         assert cmd.id is not None
         outbox.publish(
             msg.response_topic,
-            encode(where(cmd.id, tasks=tasks, fleet=fleet)),
+            encode(where(cmd.id, tasks=tasks, fleet=fleet, flows=getattr(life, "flows", None))),
             response_topic=None,
             correlation=msg.correlation,
         )
@@ -74,8 +74,12 @@ def replay(tasks: TaskTable, task_id: str) -> bool:
     return True
 
 
-def where(task_id: str, *, tasks: TaskTable, fleet: Fleet) -> dict[str, Any]:
-    """Where a task is: open (state, worker), finished (its result), or unknown."""
+def where(task_id: str, *, tasks: TaskTable, fleet: Fleet, flows: Any = None) -> dict[str, Any]:
+    """Where a task is: open (state, worker), finished (its result), or unknown; an
+    open group says how far its members are."""
+    group = flows.describe(task_id) if flows is not None else None
+    if group is not None:
+        return group  # type: ignore[no-any-return]
     e = tasks.get(task_id)
     if e is not None:
         doc = tasks.describe(e)

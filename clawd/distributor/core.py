@@ -18,6 +18,7 @@ from clawd.distributor.admission import Admission
 from clawd.distributor.breakers import Breakers
 from clawd.distributor.entry import Entry
 from clawd.distributor.fleet import Fleet
+from clawd.distributor.groups import Groups
 from clawd.distributor.lanes import LaneScheduler
 from clawd.distributor.lifecycle import Lifecycle
 from clawd.distributor.liveness import Liveness
@@ -27,6 +28,7 @@ from clawd.distributor.rates import RateLimits
 from clawd.distributor.schedules import Schedules
 from clawd.distributor.tasks import TaskTable
 from clawd.envelope import encode
+from clawd.errors import Deposed
 from clawd.journal import Journal
 from clawd.message import Message
 from clawd.routing.rules import RuleTable
@@ -76,6 +78,8 @@ class Distributor:
         self.liveness = Liveness(self.fleet, self.life)
         self.transport: Any = None
         self.admission = Admission(self.tasks, self.outbox, self.metrics)
+        self.flows = Groups(self.tasks, self.outbox, self.metrics, self.topics)
+        self.life.flows = self.admission.flows = self.flows
         self.routes = RuleTable(journal, self._clear_route)
         self.schedules = Schedules(config, journal, self.admission)
         self.rates = RateLimits(config, clock.monotonic())
@@ -123,6 +127,9 @@ class Distributor:
         n = self.tasks.recover()
         if n:
             log.info("resumed %d open task(s) from the journal", n)
+        groups = self.flows.load()
+        if groups:
+            log.info("resumed %d open group(s) from the journal", groups)
         # what was in flight may still run: a worker's report reclaims it within a
         # liveness timeout, after which it is dispatched again
         held = self.tasks.hold(float(self.config.distributor.liveness_timeout))
@@ -254,6 +261,8 @@ class Distributor:
                 )
         except Unreadable as exc:
             self._error(exc.error, msg.topic, msg.payload)
+        except Deposed:
+            raise  # another distributor leads: this one stops, and acknowledges nothing
         except Exception as exc:  # one message never ends the loop
             log.exception("handling a message on %s failed", msg.topic)
             self._error(f"message could not be handled: {exc!r}", msg.topic, msg.payload)

@@ -142,7 +142,8 @@ def run(
             break
     dispatch = life.topics.dispatch
     for worker_id, granted in batches.items():
-        life.outbox.publish(dispatch(worker_id), encode({"tasks": granted}))
+        doc = {"tasks": granted, "epoch": life.outbox.epoch}
+        life.outbox.publish(dispatch(worker_id), encode(doc))
 
 
 def _park(tasks: TaskTable, lane: Lane, index: int, key: str, life: Lifecycle) -> None:

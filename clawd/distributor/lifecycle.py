@@ -49,6 +49,8 @@ class Lifecycle:
         self.outbox = outbox
         self.metrics = metrics
         self.topics = topics
+        #: the group table (clawd.distributor.groups), told of every end; set by the core
+        self.flows: Any = None
 
     def max_attempts(self, e: Entry) -> int:
         if e.task.max_attempts:
@@ -79,6 +81,8 @@ class Lifecycle:
         self.tasks.finish(e, status, doc)
         self.metrics.count(status)
         self.outbox.result(doc, e.reply)
+        if self.flows is not None:
+            self.flows.finished(e.task, status, doc)
         self.plugins.notify("clawd_task_finished", result=doc)
         return doc
 

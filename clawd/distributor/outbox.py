@@ -33,6 +33,9 @@ class Outbox:
         #: (task id, Delivery) of tracked publishes, in publish order, until acknowledged;
         #: a dead letter's task id is None (its result, just after it, settles the task)
         self._deliveries: deque[tuple[str | None, Any]] = deque()
+        #: the epoch this distributor leads a shared journal in (0: a journal of its own),
+        #: carried by every dispatch message
+        self.epoch = 0
 
     def publish(self, topic: str, payload: bytes, **kw: Any) -> None:
         """Stage a publish (``track=<task id>`` makes it a tracked result)."""

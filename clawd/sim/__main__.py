@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", type=int, default=200)
     p.add_argument("--workers", type=int, default=3)
     p.add_argument("--calm", action="store_true", help="no faults")
+    p.add_argument(
+        "--ha", action="store_true", help="two distributors on one journal, the leader stalled"
+    )
     p.add_argument("--plant", choices=PLANTS, help="plant a known bug, to see it caught")
     p.add_argument(
         "--trace", action="append", default=[], metavar="ID", help="print the story of a task"
@@ -40,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             calm=args.calm,
             plant=args.plant,
             trace=tuple(args.trace),
+            ha=args.ha,
         )
         print(describe(r))
         if r.letters_unpublished:

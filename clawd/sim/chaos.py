@@ -13,8 +13,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from clawd.sim import flows
 from clawd.sim.broker import Packet
 from clawd.sim.faults import SCHEDULED
+
+#: times a "member_lost" fault looks for a worker running a group member (every 0.5 s)
+MEMBER_TRIES = 40
 
 if TYPE_CHECKING:
     from clawd.sim.nodes import Node, WorkerNode
@@ -26,6 +30,9 @@ class Chaos:
         self.sim = sim
         sim.faults.on_dup = self._dup
         sim.faults.on_late = self._late
+        self._members: set[str] | None = None
+        #: when the scheduled faults end (a fault looked for later is not injected)
+        self._until = 0.0
 
     # -- message faults ------------------------------------------------------------------
 
@@ -90,6 +97,7 @@ class Chaos:
     def schedule(self, end: float) -> None:
         """Each scheduled fault, as many times as the profile says, within ``end`` s."""
         sim = self.sim
+        self._until = sim.clock.now + end
         for kind in SCHEDULED:
             for _ in range(sim.profile.counts[kind]):
                 sim.clock.at(sim.clock.now + sim.rng.uniform(1.0, end), self._injector(kind))
@@ -125,6 +133,8 @@ class Chaos:
             if done:
                 sim.faults.count(kind)
                 sim.submit(rng.choice(done))
+        elif kind == "member_lost":
+            self._lose_member(MEMBER_TRIES)
         elif kind == "client_drop":
             nodes: list[Node] = [n for n in (sim.distributor, *sim.workers) if n.alive]
             node = rng.choice(nodes) if nodes else None
@@ -134,6 +144,30 @@ class Chaos:
                 sim.broker.drop(conn)
         elif up:
             self._hit_worker(kind, rng.choice(up))
+
+    def _lose_member(self, tries: int) -> None:
+        """A worker crashes while it runs a member of a group (looked for every half
+        second, ``tries`` times, until one runs): the member must be redelivered and the
+        group still end."""
+        sim = self.sim
+        if sim.clock.now >= self._until:
+            return  # the faults are over: the run is settling
+        if self._members is None:
+            self._members = flows.member_ids(sim)
+        running = [
+            n
+            for n in sim.workers
+            if n.alive and self._members.intersection(sim.ledger.in_flight(n.worker_id))
+        ]
+        if not running:
+            if tries > 1:
+                sim.clock.after(0.5, lambda: self._lose_member(tries - 1))
+            return
+        node = sim.rng.choice(running)
+        lasts = sim.rng.uniform(0.1, 3.0)
+        self.fault("member_lost", node.worker_id, lasts)
+        node.crash(reset=True)
+        sim.clock.after(lasts, node.start)
 
     def _hit_worker(self, kind: str, node: WorkerNode) -> None:
         sim = self.sim

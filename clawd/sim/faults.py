@@ -26,6 +26,9 @@ KINDS = (
     "client_drop",
     "broker_restart",
     "distributor_crash",
+    "leader_stall",
+    "leader_crash",
+    "deposed",
     "msg_dup",
     "msg_lost_qos0",
     "msg_late",
@@ -44,6 +47,7 @@ SCHEDULED = (
     "broker_restart",
     "distributor_crash",
     "resubmit",
+    "member_lost",
 )
 
 

@@ -15,7 +15,7 @@ from clawd.distributor.entry import State
 from clawd.distributor.lifecycle import Lifecycle
 
 #: bugs :func:`plant` can put in, to show the simulator catches them
-PLANTS = ("fencing", "requeue", "rate", "early")
+PLANTS = ("fencing", "requeue", "epoch", "rate", "early")
 
 
 def consistency(d: Any) -> list[str]:
@@ -129,8 +129,10 @@ def plant(bug: str | None) -> Iterator[None]:
 
     ``fencing``: an outcome is accepted from whichever attempt and worker reports it, as
     if the (task, attempt, worker) check were missing. ``requeue``: a worker's tasks are
-    forgotten, not requeued, when it is lost. ``rate``: a dispatch takes no token from
-    its rate limits. ``early``: a delayed task is queued at once, its time ignored.
+    forgotten, not requeued, when it is lost. ``epoch``: a shared journal accepts a
+    deposed distributor's writes, as if the epoch check were missing (runs two
+    distributors). ``rate``: a dispatch takes no token from its rate limits. ``early``: a
+    delayed task is queued at once, its time ignored.
     """
     if bug is None:
         yield
@@ -161,6 +163,15 @@ def plant(bug: str | None) -> Iterator[None]:
             self.fleet.release_all(w)  # forgotten, not requeued
 
         patched = (Lifecycle, "lose", real, lose)
+    elif bug == "epoch":
+        from clawd.sim.ha import SimLeadership
+
+        real = SimLeadership.fence
+
+        def fence(self: SimLeadership, conn: Any = None) -> None:
+            pass  # as if the epoch were never compared
+
+        patched = (SimLeadership, "fence", real, fence)
     elif bug == "rate":
         from clawd.distributor.rates import RateLimits
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from clawd.sim import internals
+from clawd.sim import flows, internals
 from clawd.sim.config import FORGET
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ def check(sim: Simulation) -> list[str]:
         *_executions(sim),
         *_ghosts(sim),
         *_settled(sim),
+        *flows.check(sim),
         *sim.operator.check(),
     ]
 
@@ -61,8 +62,10 @@ def _results(sim: Simulation) -> list[str]:
             problems.append(f"task {task_id} has {len(docs)} different results: {shown}")
         doc = docs[0]
         status, worker = doc.get("status"), doc.get("worker")
-        if status in ("rejected", "cancelled"):
-            continue  # a cancel ends a task whatever its attempt did (clawd.sim.operator)
+        if status in ("rejected", "cancelled") or doc.get("type") == "group":
+            # a group's own checks are clawd.sim.flows; a cancel ends a task whatever its
+            # attempt did (clawd.sim.operator)
+            continue
         # the fencing token of the attempt that ended it: an ok result carries it in its
         # value (the handler returns its attempt), a dead letter in its history
         if status == "ok":
@@ -119,7 +122,9 @@ def unpublished_letters(sim: Simulation) -> list[str]:
     return sorted(
         task_id
         for task_id, docs in led.results.items()
-        if docs[0].get("status") == "failed" and task_id not in led.dead
+        if docs[0].get("status") == "failed"
+        and task_id not in led.dead
+        and docs[0].get("type") != "group"  # a group's failed members have theirs
     )
 
 

@@ -15,6 +15,9 @@ from clawd.handler import HandlerSpec, TaskContext
 from clawd.sim.clock import SimClock
 from clawd.worker.pool import Outcome, call_handler
 
+#: the plan of a then: its input is its parent's result, not a plan
+THEN = {"kind": "ok", "ms": 20.0}
+
 
 class SimPool:
     def __init__(
@@ -42,6 +45,8 @@ class SimPool:
         before()
         ctx.started = self.clock.now
         plan = ctx.input
+        if not isinstance(plan, dict) or "kind" not in plan:
+            plan = THEN  # a then's input is what came before it
         self.ledger.started(ctx.id, ctx.attempt, self.worker_id)
         if (ctx.id, ctx.attempt) in self.started:
             # a grant delivered again (a duplicate, a resend) must not run a second time

@@ -23,12 +23,13 @@ import msgspec
 
 from clawd import clock as clawd_clock
 from clawd.plugins import Plugins
-from clawd.sim import internals, invariants
+from clawd.sim import flows, internals, invariants
 from clawd.sim.broker import Packet, SimBroker
 from clawd.sim.chaos import Chaos
 from clawd.sim.clock import SimClock
 from clawd.sim.config import FORGET, sim_config
 from clawd.sim.faults import Faults, Profile
+from clawd.sim.ha import HADistributorNode, SharedLock, schedule_leader_faults
 from clawd.sim.ledger import Ledger
 from clawd.sim.nodes import DistributorNode, ProducerNode, WorkerNode
 from clawd.sim.operator import MeteredHandlers, Operator
@@ -50,7 +51,11 @@ class Report:
     workers: int
     calm: bool = False
     plant: str | None = None
+    #: two distributors on one shared journal (clawd.sim.ha)
+    ha: bool = False
     acked: int = 0
+    #: submissions made (some tasks are members of groups, not submissions of their own)
+    submitted: int = 0
     results: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     executions: int = 0
@@ -77,6 +82,8 @@ class Report:
             cmd += f" --workers {self.workers}"
         if self.calm:
             cmd += " --calm"
+        if self.ha and self.plant != "epoch":
+            cmd += " --ha"
         if self.plant:
             cmd += f" --plant {self.plant}"
         return cmd
@@ -92,15 +99,17 @@ class Simulation:
         workers: int = 3,
         calm: bool = False,
         check_steps: bool = True,
+        ha: bool = False,
     ) -> None:
         self.seed = seed
+        self.tasks = tasks
         self.rng = rng = random.Random(seed)
         random.seed(seed)
         self.clock = SimClock()
         self.profile = Profile.draw(rng, calm=calm)
         self.faults = Faults(rng, self.profile)
         self.config = sim_config(rng, str(state_dir))
-        self.operator = Operator(self, calm=calm)
+        self.operator = Operator(self, calm=calm, ha=ha)
         self.keepalive = 2.0
         self.check_steps = check_steps
         self.ledger = Ledger(Topics(self.config.broker.prefix))
@@ -111,7 +120,16 @@ class Simulation:
         plugins.register_object(MeteredHandlers(), "sim-metered")
         plugins.register_object(builtin, "strategies")
         plugins.collect()
-        self.distributor = DistributorNode(self, state_dir / "journal.db")
+        self.ha = ha
+        self.lock: SharedLock | None = None
+        self.distributor: DistributorNode = DistributorNode(self, state_dir / "journal.db")
+        self.distributors = [self.distributor]
+        if ha:
+            lock = self.lock = SharedLock(self.clock)
+            self.distributors = [
+                HADistributorNode(self, f"d{i}", state_dir / "journal.db", lock) for i in (1, 2)
+            ]
+            self.distributor = self.distributors[0]
         self.workers = [WorkerNode(self, f"w{i + 1}") for i in range(workers)]
         self.window = max(5.0, tasks * SUBMIT_EVERY)
         poison = 0 if calm else rng.choice((0, 0, 1, 2))
@@ -182,7 +200,8 @@ class Simulation:
 
     def run(self) -> Report:
         clk = self.clock
-        self.distributor.start()
+        for d in self.distributors:
+            d.start()
         for node in self.workers:
             node.start()
         # a submission made before the distributor's first subscription reaches nobody
@@ -199,6 +218,8 @@ class Simulation:
         fault_end = start + self.window + 5.0
         self.chaos.schedule(fault_end - clk.now)
         self.operator.schedule(start, fault_end)
+        if self.ha:
+            schedule_leader_faults(self, fault_end - clk.now)
         clk.run_until(fault_end)
         self.faults.end()
         clk.run_until(max(fault_end, self.operator.quiet_at) + 10.0)
@@ -230,14 +251,22 @@ class Simulation:
 
     def _all_done(self) -> bool:
         self._settle_acks()
-        return not self._pending and all(i in self.ledger.outcomes for i in self.ledger.acked)
+        return (
+            not self._pending
+            and all(i in self.ledger.outcomes for i in self.ledger.acked)
+            and not flows.pending_thens(self)
+        )
 
     def _report(self) -> Report:
         led = self.ledger
         violations = list(dict.fromkeys(led.violations))
         violations += invariants.check(self)
-        report = Report(seed=self.seed, tasks=len(self.workload), workers=len(self.workers))
+        if self.lock is not None:
+            violations += self.lock.violations()
+        report = Report(seed=self.seed, tasks=self.tasks, workers=len(self.workers))
+        report.ha = self.ha
         report.acked = len(led.acked)
+        report.submitted = len(self.workload)
         report.results = led.results_published
         report.outcomes = Counter(docs[0]["status"] for docs in led.results.values())
         report.executions = sum(len(x) for x in led.executions.values())
@@ -265,11 +294,15 @@ def simulate(
     plant: str | None = None,
     check_steps: bool = True,
     trace: tuple[str, ...] = (),
+    ha: bool = False,
 ) -> Report:
     """Run one seed and check every invariant; the report says what happened.
 
     ``trace``: task ids whose messages, executions and faults are printed as they happen.
+    ``ha``: two distributors on one shared journal, the leader stalled and crashed
+    (:mod:`clawd.sim.ha`); the planted bug ``epoch`` implies it.
     """
+    ha = ha or plant == "epoch"
     began = time.perf_counter()
     log = logging.getLogger("clawd")
     level = log.level
@@ -279,14 +312,15 @@ def simulate(
     try:
         with tempfile.TemporaryDirectory(prefix="clawd-sim-") as tmp:
             sim = Simulation(
-                seed, tasks, Path(tmp), workers=workers, calm=calm, check_steps=check_steps
+                seed, tasks, Path(tmp), workers=workers, calm=calm, check_steps=check_steps, ha=ha
             )
             sim.trace.update(trace)
             clawd_clock.use(sim.clock.monotonic, sim.clock.wall)
             with internals.plant(plant):
                 report = sim.run()
-            if sim.distributor.d is not None:
-                sim.distributor.d.journal.db.close()
+            for node in sim.distributors:
+                if node.d is not None:
+                    node.d.journal.db.close()
     finally:
         clawd_clock.reset()
         log.removeHandler(errors)

@@ -14,6 +14,7 @@ from typing import Any
 from clawd import hookimpl
 from clawd.errors import TaskError
 from clawd.handler import TaskContext
+from clawd.sim import flows
 
 #: (kind, weight): ok runs and succeeds; slow outlives a lease (its worker's heartbeats
 #: keep it); flaky fails its first attempts; fatal fails for good; hang overruns its time
@@ -70,12 +71,14 @@ def draw(rng: random.Random, n: int, window: float, *, poison: int) -> list[Subm
         lane = rng.choice(LANES)
         out.append(Submission(env["id"], lane, env["type"], plan, env, rng.uniform(0, window)))
     out.sort(key=lambda s: s.at)
-    return out
+    return flows.shape(rng, out)
 
 
 def run_plan(ctx: TaskContext) -> Any:
     """The handler of every simulated type: end as the plan says."""
     plan = ctx.input
+    if not isinstance(plan, dict) or "kind" not in plan:
+        return {"attempt": ctx.attempt}  # a then: its input is what came before it
     kind = plan["kind"]
     if kind == "fatal":
         raise TaskError("refused by its plan", retryable=False)

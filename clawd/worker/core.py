@@ -72,11 +72,15 @@ class Worker:
         #: runs cancelled here, the same way: a grant of one delivered again (a QoS 1
         #: resend after a reconnect) is not run again
         self._cancelled: OrderedDict[tuple[str, int, Any], None] = OrderedDict()
+        #: the newest distributor epoch a dispatch message came with (:mod:`clawd.leader`)
+        self.epoch = 0
 
     # -- wiring --------------------------------------------------------------------------
 
     def subscriptions(self) -> list[tuple[str, int]]:
-        subs = [(self.topics.dispatch(self.id), 1)]
+        # its own status too: the distributor may clear it (forgetting a departed worker)
+        # just as this worker comes back, and the worker then announces itself again
+        subs = [(self.topics.dispatch(self.id), 1), (self.topics.worker(self.id), 1)]
         if self.scaler.enabled:
             subs.append((self.topics.metrics, 0))
         return subs
@@ -147,6 +151,10 @@ class Worker:
                 if isinstance(item, Message):
                     if item.topic == self.topics.metrics:
                         self._observe_backlog(item)
+                    elif item.topic == self.topics.worker(self.id):
+                        if not item.payload and not self.draining:
+                            log.info("status cleared by the distributor: announcing again")
+                            self.announce()
                     else:
                         self._grant(item)
                 else:
@@ -197,6 +205,15 @@ class Worker:
         except wire.Unreadable as exc:
             self._unreadable(msg, exc.error)
             return
+        if grants.epoch and grants.epoch < self.epoch:
+            # a deposed distributor's, sent before it noticed: the leader decides now
+            log.warning(
+                "ignored a dispatch of epoch %d (the leading distributor's is %d)",
+                grants.epoch,
+                self.epoch,
+            )
+            return
+        self.epoch = max(self.epoch, grants.epoch)  # 0: a distributor without a shared journal
         for task_id, attempt in grants.cancel:
             self._cancel(task_id, attempt)
         for task in grants.tasks:

@@ -74,6 +74,8 @@ def main(
     )
     for kind in KINDS:
         table.add_row(f"faults: {kind}", f"{faults.get(kind, 0)}")
+    for kind in sorted(set(faults) - set(KINDS)):  # operator actions (clawd.sim.operator)
+        table.add_row(f"also: {kind}", f"{faults[kind]}")
     table.add_row("faults: total", f"{sum(faults.values())}")
     table.add_row("simulated time", f"{sim_seconds / 3600:.2f} h")
     table.add_row("wall time", f"{wall:.1f} s ({wall / seeds:.3f} s per seed)")

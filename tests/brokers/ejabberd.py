@@ -59,9 +59,7 @@ class Ejabberd(Server):
         self.node = f"clawd-test-{self.port}@localhost"
         for sub in ("spool", "logs"):
             (self.dir / sub).mkdir(exist_ok=True)
-        (self.dir / "ejabberd.yml").write_text(
-            CONFIG.format(port=self.port, queue_type=queue_type)
-        )
+        (self.dir / "ejabberd.yml").write_text(CONFIG.format(port=self.port, queue_type=queue_type))
         common = (
             f"ERLANG_NODE={self.node}\nINET_DIST_INTERFACE=127.0.0.1\n"
             f'ERL_EPMD_ADDRESS=127.0.0.1\nERL_OPTIONS="-setcookie {COOKIE}"\n'

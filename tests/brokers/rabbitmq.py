@@ -6,6 +6,7 @@ The machine's own RabbitMQ (node ``rabbit@localhost``, 5672/25672) is never touc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -102,10 +103,8 @@ class RabbitMQ(Server):
         """kill -9 the Erlang VM itself (not just the wrapper), as a crash would."""
         pid = self.beam_pid()
         if pid is not None and self.proc is not None and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.stop(signal.SIGKILL)
 
     def join(self, other: RabbitMQ) -> None:

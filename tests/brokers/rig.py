@@ -7,6 +7,7 @@ never depends on the client side under test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -68,7 +69,7 @@ class Rig:
             broker += f'username = "{creds[0]}"\npassword_file = "{pw}"\n'
         self.config = self.dir / "clawd.toml"
         self.config.write_text(
-            f"{broker}\n[daemon]\nstate_dir = \"{self.dir / 'state'}\"\n"
+            f'{broker}\n[daemon]\nstate_dir = "{self.dir / "state"}"\n'
             f'plugin_dirs = ["{plugins}"]\nlog_level = "info"\n{CONFIG}'
         )
         self.env = {
@@ -172,7 +173,8 @@ class ShellSub:
         self.subscribed = threading.Event()
         self.proc = subprocess.Popen(
             # line-buffered: its debug lines (the SUBACK) are not flushed otherwise
-            ["stdbuf", "-oL", "mosquitto_sub", *args, "-q", "1", "-i", client_id, "-t", topic, "-v", "-d"],
+            ["stdbuf", "-oL", "mosquitto_sub", *args, "-q", "1", "-i", client_id]
+            + ["-t", topic, "-v", "-d"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -217,10 +219,8 @@ class ShellSub:
             left = deadline - time.monotonic()
             if len(got) == len(ids) or left <= 0 or self.proc.poll() is not None:
                 return got
-            try:
+            with contextlib.suppress(queue.Empty):
                 self.messages.get(timeout=min(left, 1.0))
-            except queue.Empty:
-                pass
 
     def close(self) -> None:
         if self.proc.poll() is None:

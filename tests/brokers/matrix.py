@@ -26,7 +26,7 @@ from tests.brokers.ejabberd import Ejabberd
 from tests.brokers.mosquitto import Mosquitto
 from tests.brokers.pybrokers import Amqtt, Mqttools
 from tests.brokers.rabbitmq import RabbitMQ
-from tests.brokers.rig import Rig, ShellSub
+from tests.brokers.rig import Rig, ShellSub, wait_for
 
 SERVERS: dict[str, type[Server]] = {
     s.name: s for s in (Mosquitto, RabbitMQ, Ejabberd, Amqtt, Aedes, Mqttools)
@@ -191,7 +191,17 @@ def kill9(rig: Rig) -> Check | None:
 
 
 def restart(rig: Rig) -> Check | None:
+    """The broker restarts under clawd: once the daemons are back on it, tasks run again
+    (what the broker kept from before is the ``queued`` check)."""
+    live = [d for d in rig.daemons if d.proc.poll() is None]
+    before = {id(d): d.output().count("connected to ") for d in live}
     rig.server.restart()
+    for d in live:
+        wait_for(
+            lambda d=d: d.output().count("connected to ") > before[id(d)],
+            60,
+            f"{d.log_path.stem} to reconnect after the broker restart",
+        )
     sub = _new_sub(rig)
     tid = f"rs-{uuid.uuid4().hex[:8]}"
     _pub(rig, "clawd/tasks/normal/compute", [json.dumps({"id": tid, "input": "1+1"})])

@@ -242,3 +242,18 @@ def cap_inflight(client: Any, value: int) -> None:
     if value <= 0:
         raise ValueError("an in-flight cap must be positive")
     client._max_inflight_messages = value
+
+
+def move_to(client: Any, host: str, port: int) -> bool:
+    """Point the next (re)connect of ``client`` at another broker node; False when this
+    paho keeps the address elsewhere.
+
+    paho's ``host``/``port`` setters refuse while a reconnect is pending (its state is
+    "connecting", not "closed"), which is exactly when a failed node must be left; its
+    ``reconnect()`` reads these two attributes.
+    """
+    if not (hasattr(client, "_host") and hasattr(client, "_port")):
+        return False
+    client._host = host
+    client._port = port
+    return True

@@ -410,11 +410,10 @@ class Transport:
         if node == self._node:
             return
         ep = self.endpoints[node]
-        try:
-            self._client.host = ep.host
-            self._client.port = ep.port or 1883
-        except (RuntimeError, ValueError):
-            return  # still connected: stay on this node
+        if self._client.socket() is not None or not paho_compat.move_to(
+            self._client, ep.host, ep.port or 1883
+        ):
+            return  # still open, or a paho that cannot move: stay on this node
         self._node = node
         self.endpoint = ep
 

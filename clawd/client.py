@@ -132,7 +132,9 @@ def ask_distributor(config: Any, command: dict[str, Any], timeout: float) -> Any
     with Client(config, [(reply, 1)]) as c:
         c.publish(topics.control, encode(command), qos=1, response_topic=reply, correlation=corr)
         m = c.next(timeout)
-        while m is not None and m.correlation not in (corr, None):
+        # only the answer: some brokers (amqtt) also hand a new subscriber retained
+        # messages of other topics
+        while m is not None and (m.topic != reply or m.correlation not in (corr, None)):
             m = c.next(timeout)
     return None if m is None else decode(m.payload)
 

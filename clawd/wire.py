@@ -86,6 +86,8 @@ class Control(msgspec.Struct, kw_only=True):
     cmd: str
     ids: list[str] | None = None
     id: str | None = None
+    #: where to answer when the request has no MQTT v5 response topic (MQTT 3.1.1)
+    reply_to: str | None = None
 
 
 class Progress(msgspec.Struct, kw_only=True):
@@ -162,6 +164,13 @@ def control(payload: bytes) -> Control:
         raise Unreadable('control command "task" needs an "id"')
     if cmd.cmd == "cancel" and not cmd.ids:
         raise Unreadable('control command "cancel" needs "ids" (a non-empty list of task ids)')
+    if cmd.reply_to is not None and (
+        not cmd.reply_to or any(c in cmd.reply_to for c in "+#\0") or len(cmd.reply_to) > 512
+    ):
+        raise Unreadable(
+            f'control command "reply_to" {cmd.reply_to[:80]!r} is not a topic to publish to '
+            "(no +, #, NUL; 1-512 characters)"
+        )
     return cmd
 
 

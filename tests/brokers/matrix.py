@@ -89,7 +89,8 @@ def run_row(name: str, workdir: Path, checks: tuple[str, ...] = CHECKS) -> Row:
         return row
     server = cls(workdir / name)
     row.version = server.version()
-    rig = Rig(server, workdir / f"{name}-clawd")
+    # short: the daemons' notify sockets live here (AF_UNIX paths stop at 107 bytes)
+    rig = Rig(server, workdir / f"{name[:4]}-c")
     try:
         server.start()
         for c in checks:

@@ -99,7 +99,7 @@ class Rig:
         return d
 
     def start_distributor(self) -> Daemon:
-        self.distributor = self.daemon("distributor", "--role", "distributor")
+        self.distributor = self.daemon("dist", "--role", "distributor")
         return self.distributor
 
     def start_worker(self, wid: str) -> Daemon:

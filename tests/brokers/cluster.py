@@ -11,6 +11,9 @@ in); a batch whose ``mosquitto_pub`` failed is published again, same ids, to the
 (clawd runs a known id once). **lost**: acked, no result; **duplicated**: one id with more
 than one distinct terminal result; **unexpected**: a result for an id never published.
 Results are watched by one ``mosquitto_sub`` per node, so the kill leaves two watching.
+**recover_s**: from the kill to the first result of a task submitted after it (clients
+moved to a surviving node, the distributor took it, a worker ran it); **drain_s**: from
+the kill until every acked task had its result.
 """
 
 from __future__ import annotations
@@ -82,7 +85,9 @@ class Accounting:
     republished: int = 0
     results: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     kill_at: float = 0.0
-    #: seconds from the kill to the first result published after it
+    #: acked after the kill: submitted through a surviving node
+    after_kill: set[str] = field(default_factory=set)
+    #: seconds from the kill to the first result of a task submitted after it
     recover_s: float | None = None
     #: seconds from the kill until every acked task had its result
     drain_s: float | None = None
@@ -121,8 +126,6 @@ class NodeKill:
         self.published: set[str] = set()
         self.acc = Accounting()
         self.subs: list[ShellSub] = []
-        self._stop = threading.Event()
-        self._down: set[int] = set()
 
     def start(self) -> None:
         rig = self.rig
@@ -140,13 +143,14 @@ class NodeKill:
         lines = [json.dumps({"id": i, "type": "compute", "input": "6*7"}) for i in batch]
         self.published.update(batch)
         for attempt in range(60):
-            for i, node in enumerate(self.cluster.nodes):
-                if i in self._down:
-                    continue
+            # like a producer given the node list: the first node first, the next on refusal
+            for node in self.cluster.nodes:
                 self.rig.server = node
                 r = self.rig.pub("clawd/tasks/normal", lines)
                 if r.returncode == 0:
                     self.acc.acked.update(batch)
+                    if self.acc.kill_at:
+                        self.acc.after_kill.update(batch)
                     return
                 self.acc.republished += 1
             time.sleep(min(0.1 * (attempt + 1), 1.0))  # every node refused: back off
@@ -162,7 +166,6 @@ class NodeKill:
             if not killed and len(self.acc.acked) >= kill_after:
                 self.acc.kill_at = time.time()
                 self.cluster.nodes[0].kill()
-                self._down.add(0)
                 killed = True
         self._collect(set(self.acc.acked), timeout=120)
         return self.acc.summary(self.published)
@@ -192,7 +195,8 @@ class NodeKill:
                     self.acc.results[tid].add(key)
                     fin = float(doc.get("finished_at") or 0)
                     last = max(last, fin)
-                    if fin > self.acc.kill_at and (first_after is None or fin < first_after):
+                    fresh = tid in self.acc.after_kill
+                    if fresh and (first_after is None or fin < first_after):
                         first_after = fin
         if self.acc.kill_at and first_after is not None:
             self.acc.recover_s = first_after - self.acc.kill_at

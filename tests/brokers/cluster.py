@@ -27,11 +27,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.brokers.ejabberd import Ejabberd
 from tests.brokers.rabbitmq import RabbitMQ
 from tests.brokers.rig import Rig, ShellSub
 
 
-class RabbitCluster:
+class Cluster:
+    """Private broker nodes joined into one cluster."""
+
+    nodes: list[Any]
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    def close(self) -> None:
+        for n in self.nodes:
+            n.close()
+
+
+class RabbitCluster(Cluster):
     """Three private RabbitMQ nodes joined into one cluster."""
 
     def __init__(self, workdir: Path, size: int = 3) -> None:
@@ -67,16 +85,24 @@ class RabbitCluster:
         if r.returncode != 0:
             raise RuntimeError(f"set_policy: {r.stderr}")
 
-    def running_nodes(self, via: RabbitMQ) -> str:
-        return via.ctl("cluster_status", "--formatter", "json").stdout
 
-    @property
-    def urls(self) -> list[str]:
-        return [n.url for n in self.nodes]
+class EjabberdCluster(Cluster):
+    """Three private ejabberd nodes (mod_mqtt) joined with ``ejabberdctl join_cluster``."""
 
-    def close(self) -> None:
+    def __init__(self, workdir: Path, size: int = 3) -> None:
+        self.nodes = [Ejabberd(workdir / f"ejabberd{i}") for i in range(size)]
+
+    def start(self) -> None:
         for n in self.nodes:
-            n.close()
+            n.start()
+        first = self.nodes[0]
+        for n in self.nodes[1:]:
+            r = n.ctl("join_cluster", first.node, timeout=120)
+            if r.returncode != 0:
+                raise RuntimeError(f"join_cluster on {n.node}: {r.stdout}{r.stderr}")
+        r = first.ctl("list_cluster")
+        if any(n.node not in r.stdout for n in self.nodes):
+            raise RuntimeError(f"ejabberd cluster incomplete: {r.stdout}")
 
 
 @dataclass
@@ -120,7 +146,7 @@ class NodeKill:
     """clawd (a distributor, two workers) on all three nodes' URLs; a producer publishing
     batches; node 0, the one every client reaches first, killed with kill -9 mid-run."""
 
-    def __init__(self, cluster: RabbitCluster, workdir: Path) -> None:
+    def __init__(self, cluster: Cluster, workdir: Path) -> None:
         self.cluster = cluster
         self.rig = Rig(cluster.nodes[0], workdir, urls=cluster.urls)
         self.published: set[str] = set()
@@ -134,7 +160,8 @@ class NodeKill:
             rig.start_worker(wid)
             rig.wait_worker_known(wid)
         for i, node in enumerate(self.cluster.nodes):
-            args = node.shell_args()
+            rig.server = node
+            args = rig.shell_args()
             s = ShellSub(args, "clawd/results/+", f"cluster-sub-{i}-{uuid.uuid4().hex[:6]}")
             s.wait_subscribed()
             self.subs.append(s)

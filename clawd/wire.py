@@ -33,6 +33,8 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
 
     state: Literal["online", "draining", "offline"]
     session: str = ""
+    #: wall time the worker process started: orders its incarnations (0: not said)
+    boot: float = 0.0
     capacity: NonNegative = 0
     handlers: list[str] = msgspec.field(default_factory=list)
     capabilities: list[str] = msgspec.field(default_factory=list)
@@ -65,6 +67,9 @@ class Report(msgspec.Struct, kw_only=True):
     outcomes: list[Outcome] = msgspec.field(default_factory=list)
     running: list[Grant] = msgspec.field(default_factory=list)
     handback: list[Grant] = msgspec.field(default_factory=list)
+    #: the worker's status, once per heartbeat interval: workers are found and judged
+    #: from their heartbeats even where the broker delivers no retained status
+    status: WorkerStatus | None = None
 
 
 class Grants(msgspec.Struct, kw_only=True):

@@ -59,6 +59,7 @@ def test_the_seeds_do_inject_every_kind_of_fault() -> None:
         "msg_late",
         "msg_lost_qos0",
         "resubmit",
+        "stale_will",
     } - set(seen)
     assert not missing
 

@@ -30,6 +30,7 @@ KINDS = (
     "msg_lost_qos0",
     "msg_late",
     "resubmit",
+    "stale_will",
 )
 
 #: the scheduled faults, drawn per run (message faults happen per message instead)
@@ -44,6 +45,7 @@ SCHEDULED = (
     "broker_restart",
     "distributor_crash",
     "resubmit",
+    "stale_will",
 )
 
 

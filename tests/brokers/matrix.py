@@ -108,6 +108,8 @@ def run_row(name: str, workdir: Path, checks: tuple[str, ...] = CHECKS) -> Row:
                 row.checks[c] = Check("limit", why(rig, exc))
             except (Failed, AssertionError, RuntimeError, subprocess.TimeoutExpired) as exc:
                 row.checks[c] = Check("fail", why(rig, exc))
+            except Exception as exc:  # one broken check must not lose the rest of the row
+                row.checks[c] = Check("fail", f"{type(exc).__name__}: {exc}"[:300])
     except RuntimeError as exc:
         for c in checks:
             row.checks.setdefault(c, Check("fail", f"broker did not start: {exc}"[:300]))

@@ -470,7 +470,12 @@ class Transport:
         if not self._allowed(topic, payload):
             return Delivery(None, refused=self._too_large(topic, payload))
         retain = retain and self.limits.retain_available
-        return Delivery(self._client.publish(topic, payload, qos=qos, retain=retain))
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            # paho keeps it and sends it once connected (to whichever node): pending, so
+            # its PUBACK is seen, rather than an error its wait would raise for ever
+            info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        return Delivery(info)
 
     def fits(self, topic: str, payload: bytes | str) -> bool:
         """True when the broker accepts a publish this large (CONNACK Maximum Packet Size)."""
@@ -712,13 +717,14 @@ class Transport:
                 "tls_key)"
             )
         hint = connack.disconnect_hint(rc.value) if was_up else ""
+        node = self.endpoint  # before the retry moves on to the next one
         if not was_up:
             # a failed attempt (e.g. refused after a credential change): the backoff
             # keeps growing up to 30 s; resetting it here would retry every second forever
             self._schedule_retry(lost=False)
             return
         self._schedule_retry(lost=True)
-        log.warning("disconnected from %s: %s%s; reconnecting", self.endpoint, rc, hint)
+        log.warning("disconnected from %s: %s%s; reconnecting", node, rc, hint)
         self._on_state(False, str(rc))
 
     def _handle_message(self, client: Any, userdata: Any, msg: Any) -> None:

@@ -178,6 +178,48 @@ def test_a_task_that_kills_its_workers_is_dead_lettered_as_poison(
     assert "bad" not in h.d.entries
 
 
+def test_a_suspect_gets_a_worker_kept_free_for_it_under_load_that_never_stops(
+    tmp_path: Path, clk: FakeClock
+) -> None:
+    """A task whose worker was lost runs alone. With a queue that never empties no worker
+    goes idle by itself: one is held back from new work until it is, and the suspects run
+    there one after the other, instead of waiting for the queue to drain."""
+    h = Harness(tmp_path, clk, "[distributor]\npoison_after = 3\n")
+    for w in ("w1", "w2", "w3"):
+        h.online(w)
+    for n in range(6):
+        h.submit({"type": "job", "id": f"t{n}"})
+    h.turn()
+    running = {w: [tid for tid, _ in h.granted(w)] for w in ("w1", "w2", "w3")}
+    suspects = set(running.pop("w3"))
+    assert len(suspects) == 2
+    h.t.deliver(f"{P}/workers/w3", status("offline", reason="lost"), retain=True)
+    h.turn()
+    assert all(h.d.entries[t].state is State.QUEUED for t in suspects)
+    # more work keeps arriving, and every turn one worker finishes one task: a slot frees,
+    # but never a whole worker unless one is held back for the suspects
+    ran: list[str] = []
+    for n in range(6, 60):
+        h.submit({"type": "job", "id": f"t{n}"})
+        w = ("w1", "w2")[n % 2]
+        if running[w]:
+            done = running[w].pop(0)
+            attempt = h.d.entries[done].attempt
+            h.report(w, outcomes=[{"id": done, "attempt": attempt, "status": "ok", "ms": 1.0}])
+        h.turn()
+        for worker in ("w1", "w2"):
+            got = [tid for tid, _ in h.granted(worker)]
+            if suspects & set(got):
+                assert len(got) == 1 and running[worker] == [], (worker, got, running)
+                ran += got
+            running[worker] += got
+        if len(ran) == len(suspects):
+            break
+    assert sorted(ran) == sorted(suspects)
+    # while one worker was held back, the other went on taking new work
+    assert h.d.entries["t6"].state is not State.QUEUED
+
+
 def test_silent_worker_loses_its_tasks_and_is_forgotten_later(
     tmp_path: Path, clk: FakeClock
 ) -> None:

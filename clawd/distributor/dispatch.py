@@ -63,6 +63,8 @@ def run(
     lanes = tasks.lanes
     batches: dict[str, list[Task]] = defaultdict(list)
     blocked: set[str] = set()
+    #: the worker kept free for a suspect this pass (at most one is held back)
+    reserved: WorkerState | None = None
     wall = clock.wall()
     lease = now + config.distributor.liveness_timeout
     while True:
@@ -102,7 +104,14 @@ def run(
             if e.lost:
                 # a suspect of killing its worker runs alone, so that if it does it
                 # again no innocent task beside it is blamed (and dead-lettered)
-                cands = [w for w in cands if not w.grants]
+                alone = [w for w in cands if not w.grants]
+                if cands and not alone and reserved is None:
+                    # no idle worker: the least busy candidate gets nothing new until it
+                    # is, so the suspect runs within one task time even under load that
+                    # never lets a worker go idle by itself
+                    reserved = min(cands, key=lambda w: len(w.grants))
+                    open_.remove(reserved)
+                cands = alone
             if cands and rates is not None:
                 limited = rates.rule_key(rule, now)
                 if limited is not None:

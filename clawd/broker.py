@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clawd.connection import url_text
 from clawd.errors import BrokerError
 
 log = logging.getLogger("clawd.broker")
@@ -93,7 +94,7 @@ def find(state_dir: Path) -> dict[str, Any] | None:
 
 def resolve_url(config: Any) -> str:
     """The broker URL to connect to; for ``embedded``, the running embedded broker's."""
-    url: str = config.broker.url
+    url = url_text(config.broker.url)
     if url != "embedded":
         return url
     info = find(config.state_path)

@@ -46,20 +46,34 @@ def reachable(endpoint: Endpoint, timeout: float = 5.0) -> str | None:
     return None
 
 
+def any_reachable(nodes: list[Endpoint]) -> str | None:
+    """None when one of ``nodes`` accepts a connection, else why none does."""
+    whys = []
+    for node in nodes:
+        why = reachable(node)
+        if why is None:
+            return None
+        whys.append(why if len(nodes) == 1 else f"{node}: {why}")
+    return "; ".join(whys)
+
+
 def wait_for_broker(
-    endpoint: Endpoint,
+    endpoint: Endpoint | list[Endpoint],
     notifier: Notifier,
     stopped: Callable[[], bool],
     sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
-    """Return True once ``endpoint`` accepts connections, False if ``stopped()`` first."""
-    why = reachable(endpoint)
+    """Return True once ``endpoint`` (or one node of a list) accepts connections, False if
+    ``stopped()`` first."""
+    nodes = endpoint if isinstance(endpoint, list) else [endpoint]
+    where = ", ".join(str(e) for e in nodes)
+    why = any_reachable(nodes)
     if why is None:
         return True
     since = time.monotonic()
     log.warning(
         "broker at %s is not reachable (%s); waiting for it, retrying with backoff up to %gs",
-        endpoint,
+        where,
         why,
         BACKOFF_CAP,
     )
@@ -69,7 +83,7 @@ def wait_for_broker(
         delay = random.uniform(0.5, min(BACKOFF_CAP, 2.0**attempt))
         waited = time.monotonic() - since
         notifier.status(
-            f"waiting for broker at {endpoint}: {why} (for {waited:.0f}s, attempt {attempt})"
+            f"waiting for broker at {where}: {why} (for {waited:.0f}s, attempt {attempt})"
         )
         notifier.extend_timeout(EXTEND)
         end = time.monotonic() + delay
@@ -78,7 +92,7 @@ def wait_for_broker(
                 return False
             notifier.maybe_watchdog(True)
             sleep(min(0.2, max(0.0, end - time.monotonic())))
-        why = reachable(endpoint)
-        log.debug("broker at %s: attempt %d: %s", endpoint, attempt, why or "reachable")
-    log.info("broker at %s reachable after %.0fs", endpoint, time.monotonic() - since)
+        why = any_reachable(nodes)
+        log.debug("broker at %s: attempt %d: %s", where, attempt, why or "reachable")
+    log.info("broker at %s reachable after %.0fs", where, time.monotonic() - since)
     return True

@@ -23,7 +23,7 @@ from clawd.cli_options import accept_config_anywhere
 from clawd.cli_route import route_group
 from clawd.cli_task import task_command
 from clawd.envelope import Rejected, decode, encode
-from clawd.errors import BrokerError, ConfigError, JournalError, PluginError
+from clawd.errors import BrokerError, BrokerRefused, ConfigError, JournalError, PluginError
 
 log = logging.getLogger("clawd")
 
@@ -47,6 +47,8 @@ def cli(ctx: click.Context, path: str | None, debug: bool) -> None:
 def main() -> None:
     try:
         cli(standalone_mode=True)
+    except BrokerRefused as exc:
+        fail(str(exc), EX_CONFIG)  # retrying cannot help: systemd must not restart-loop
     except BrokerError as exc:
         fail(str(exc), EX_UNAVAILABLE)
     except PluginError as exc:
@@ -84,7 +86,8 @@ def run(ctx: click.Context, roles: tuple[str, ...], worker_id: str | None) -> No
     except (BrokerError, PluginError, ConfigError, JournalError) as exc:
         if debug:
             log.exception("fatal")
-        code = EX_UNAVAILABLE if isinstance(exc, BrokerError) else EX_CONFIG
+        refused = isinstance(exc, BrokerRefused)
+        code = EX_UNAVAILABLE if isinstance(exc, BrokerError) and not refused else EX_CONFIG
         fail(str(exc), 1 if isinstance(exc, JournalError) else code)
     sys.exit(code)
 

@@ -42,9 +42,10 @@ class Client:
         if probe:
             subscriptions.append((self.probe, 1))
         self.transport = Transport(
-            Endpoint.parse(embedded.resolve_url(config)),
+            Endpoint.parse_all(embedded.resolve_url(config)),
             Options(
                 client_id=client_id,
+                protocol=b.protocol,
                 keepalive=max(b.keepalive, 10),
                 username=b.username,
                 password=password,
@@ -120,16 +121,20 @@ class Client:
 
 def ask_distributor(config: Any, command: dict[str, Any], timeout: float) -> Any | None:
     """Send an operator command on ``<prefix>/_/control`` with an MQTT v5 response topic
-    and return the running distributor's decoded answer, or None when none came within
+    (and the same topic as ``reply_to`` in the payload, for a broker on MQTT 3.1.1) and
+    return the running distributor's decoded answer, or None when none came within
     ``timeout`` seconds; BrokerError when the broker cannot be reached."""
     topics = Topics(config.broker.prefix)
     user = config.broker.username or "cli"
     reply = f"{topics.prefix}/replies/{user}/{command['cmd']}-{os.getpid()}-{new_id()[:8]}"
     corr = new_id().encode()
+    command = {**command, "reply_to": reply}
     with Client(config, [(reply, 1)]) as c:
         c.publish(topics.control, encode(command), qos=1, response_topic=reply, correlation=corr)
         m = c.next(timeout)
-        while m is not None and m.correlation not in (corr, None):
+        # only the answer: some brokers (amqtt) also hand a new subscriber retained
+        # messages of other topics
+        while m is not None and (m.topic != reply or m.correlation not in (corr, None)):
             m = c.next(timeout)
     return None if m is None else decode(m.payload)
 

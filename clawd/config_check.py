@@ -130,11 +130,24 @@ def check_roles(roles: Sequence[str], where: str = "--role") -> None:
 
 def _check_broker(cfg: Config, p: Problems) -> None:
     b = cfg.broker
-    try:
-        scheme = parse_broker_url(b.url)[0] if p.ok(("broker", "url")) else ""
-    except ValueError as exc:
-        p.add(("broker", "url"), str(exc))
-        scheme = ""
+    scheme = ""
+    urls = [b.url] if isinstance(b.url, str) else b.url
+    if isinstance(b.url, str) and "," in b.url:
+        urls = [u.strip() for u in b.url.split(",")]
+    schemes = set()
+    if not urls:
+        p.add(("broker", "url"), "an empty list: name at least one broker url")
+    for url in urls if p.ok(("broker", "url")) else []:
+        try:
+            scheme = parse_broker_url(url)[0]
+        except ValueError as exc:
+            p.add(("broker", "url"), str(exc))
+            continue
+        schemes.add(scheme)
+    if len(urls) > 1 and "embedded" in schemes:
+        p.add(("broker", "url"), '"embedded" cannot be one node of a list of broker urls')
+    elif len(schemes) > 1:
+        p.add(("broker", "url"), "the urls of one list must share one scheme (mqtt, mqtts or unix)")
     for key in ("password_file", "tls_ca", "tls_cert", "tls_key"):
         path = getattr(b, key)
         if path is not None and (why := _unreadable(path)):

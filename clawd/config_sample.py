@@ -14,8 +14,12 @@ SAMPLE = """\
 # exit status 78 and a list naming file, key and fix.
 
 [broker]
-# "embedded" (a private mosquitto), "mqtt://host[:port]", "mqtts://host[:port]" or "unix:///path"
+# "embedded" (a private mosquitto), "mqtt://host[:port]", "mqtts://host[:port]" or "unix:///path";
+# a list of urls is a broker cluster: clients move to the next node when one fails
 url = "embedded"
+# url = ["mqtt://node-a:1883", "mqtt://node-b:1883", "mqtt://node-c:1883"]
+# MQTT version: "auto" (v5, falling back to 3.1.1 when the broker refuses v5), "5", "3.1.1"
+# protocol = "auto"
 # MQTT client id; unset: clawd picks one
 # client_id = "clawd-worker-1"
 # user name for the broker

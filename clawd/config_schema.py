@@ -28,7 +28,10 @@ Share = Annotated[float, msgspec.Meta(gt=0, le=1)]
 class BrokerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[broker]``: how to reach the MQTT broker. The password never lives here."""
 
-    url: str = "embedded"
+    #: one url, or the nodes of a broker cluster (tried in turn when one fails)
+    url: str | list[str] = "embedded"
+    #: MQTT version: "auto" tries v5 and falls back to 3.1.1 when the broker refuses v5
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
     client_id: str | None = None
     username: str | None = None
     password_file: str | None = None

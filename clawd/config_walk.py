@@ -210,8 +210,12 @@ class Walker:
             hint = extra.get("hint", hint)
             reveal = reveal and not extra.get("secret", False)
             t = t.type
-        if isinstance(t, mi.UnionType):  # only ``X | None`` in the schema; TOML has no null
-            (t,) = [x for x in t.types if not _is_none(x)]
+        if isinstance(t, mi.UnionType):  # ``X | None`` (TOML has no null) or ``str | list``
+            types = [x for x in t.types if not _is_none(x)]
+            lists = [x for x in types if isinstance(x, mi.ListType)]
+            others = [x for x in types if not isinstance(x, mi.ListType)]
+            # the member the value's shape asks for: a list, else the scalar
+            t = lists[0] if lists and (isinstance(value, list) or not others) else others[0]
         if isinstance(t, mi.AnyType):
             return
         if isinstance(t, mi.StructType):

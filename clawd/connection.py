@@ -38,10 +38,36 @@ class Endpoint:
             f"broker url {url!r}: expected mqtt://host[:port], mqtts://host[:port] or unix:///path"
         )
 
+    @classmethod
+    def parse_all(cls, urls: str | list[str]) -> list[Endpoint]:
+        """The nodes of ``broker.url``: one url, a list, or urls separated by commas (as
+        in ``$CLAWD_BROKER_URL``); a client moves to the next one when one fails."""
+        found = [cls.parse(u.strip()) for u in url_list(urls)]
+        if not found:
+            raise BrokerError("broker url: no url given")
+        if len(found) > 1 and len({(e.unix, e.tls) for e in found}) > 1:
+            raise BrokerError(
+                f"broker url {url_text(urls)!r}: the nodes of one list must all be mqtt://, "
+                "all mqtts:// or all unix://"
+            )
+        return found
+
     def __str__(self) -> str:
         if self.unix:
             return f"unix://{self.host}"
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def url_list(urls: str | list[str]) -> list[str]:
+    """``broker.url`` as a list of urls (a string may hold several, separated by commas)."""
+    items = urls if isinstance(urls, list) else urls.split(",")
+    return [u.strip() for u in items if u.strip()]
+
+
+def url_text(urls: str | list[str]) -> str:
+    """``broker.url`` as one string (several urls separated by commas), for the
+    environment of child processes and for messages."""
+    return ",".join(url_list(urls)) if isinstance(urls, list) else urls
 
 
 @dataclass
@@ -57,6 +83,8 @@ class Options:
     """How to connect; everything the transport needs from the config."""
 
     client_id: str
+    #: "auto" (v5, falling back to 3.1.1 when the broker refuses v5), "5" or "3.1.1"
+    protocol: str = "auto"
     clean_start: bool = True
     session_expiry: int = 0
     keepalive: int = 5

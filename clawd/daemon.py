@@ -20,7 +20,7 @@ from clawd import config as cfgmod
 from clawd import journal_pg, logs, reload_report
 from clawd.broker_wait import wait_for_broker
 from clawd.config_check import check_roles
-from clawd.connection import Endpoint, Options
+from clawd.connection import Endpoint, Options, url_text
 from clawd.distributor.core import SESSION_EXPIRY, Distributor
 from clawd.errors import BrokerError, ConfigError, Deposed
 from clawd.journal import Journal
@@ -83,7 +83,7 @@ class Daemon:
         for lock in self.locks:
             lock.acquire()
         self.plugins = load_plugins(cfg)
-        url = cfg.broker.url
+        url = url_text(cfg.broker.url)
         if url == "embedded":
             info = embedded.find(cfg.state_path)
             if info is None:
@@ -91,11 +91,13 @@ class Daemon:
                 url = self.broker.start()
             else:
                 url = info["url"]
-        endpoint = self.endpoint = Endpoint.parse(url)
+        endpoints = Endpoint.parse_all(url)
+        self.endpoint = endpoints[0]
         password = cfgmod.read_password(cfg.broker)
         if password:
             logs.register_secret(password)
         base = {
+            "protocol": cfg.broker.protocol,
             "keepalive": cfg.broker.keepalive,
             "username": cfg.broker.username,
             "password": password,
@@ -121,11 +123,11 @@ class Daemon:
             d.recover()
         if "worker" in self.roles:
             self.worker = Worker(cfg, self.plugins)
-        if not self._connect(endpoint, base):
+        if not self._connect(endpoints, base):
             return  # stopped while waiting for the broker
         for t in self.transports:
             if not t.wait_subscribed(10):
-                raise BrokerError(f"broker at {endpoint} did not acknowledge subscriptions")
+                raise BrokerError(f"broker at {t.endpoint} did not acknowledge subscriptions")
         for role in self.roles:
             th = threading.Thread(
                 target=self._loop, args=(role,), name=f"clawd-{role}", daemon=True
@@ -133,7 +135,7 @@ class Daemon:
             self.loops[role] = time.monotonic()
             self.threads.append(th)
             th.start()
-        log.info("clawd running: roles %s, broker %s", ", ".join(self.roles), endpoint)
+        log.info("clawd running: roles %s, broker %s", ", ".join(self.roles), self._where())
         self.notifier.ready(self.status_line())
 
     def _open_journal(self) -> Journal | None:
@@ -173,7 +175,7 @@ class Daemon:
             fence=lead.fence,
         )
 
-    def _connect(self, endpoint: Endpoint, base: dict[str, Any]) -> bool:
+    def _connect(self, endpoint: list[Endpoint], base: dict[str, Any]) -> bool:
         """Connect every role; a broker that is not there yet is waited for (False: a stop
         came first). Only then is its socket probed, so a normal start makes one
         connection per role and no more."""
@@ -192,7 +194,7 @@ class Daemon:
                 if not wait_for_broker(endpoint, self.notifier, lambda: self._stop_requested):
                     return False
 
-    def _make_transports(self, endpoint: Endpoint, base: dict[str, Any]) -> None:
+    def _make_transports(self, endpoint: list[Endpoint], base: dict[str, Any]) -> None:
         cfg = self.config
         if self.distributor is not None:
             d = self.distributor
@@ -229,11 +231,15 @@ class Daemon:
             w.attach(t)
             self.transports.append(t)
 
+    def _where(self) -> str:
+        """The broker node in use (the first role's), for status lines and logs."""
+        return str(self.transports[0].endpoint if self.transports else self.endpoint)
+
     def status_line(self) -> str:
         parts = []
         if self.down_since is not None:
             down = time.monotonic() - self.down_since
-            parts.append(f"broker {self.endpoint} unreachable for {down:.0f}s, reconnecting")
+            parts.append(f"broker {self._where()} unreachable for {down:.0f}s, reconnecting")
         if self.distributor is not None:
             d = self.distributor
             parts.append(
@@ -285,9 +291,9 @@ class Daemon:
                     if exporter is not None:
                         exporter.broker(up)
                     if up:
-                        log.info("broker %s reachable again", self.endpoint)
+                        log.info("broker %s reachable again", self._where())
                     else:
-                        log.warning("broker %s unreachable; reconnecting", self.endpoint)
+                        log.warning("broker %s unreachable; reconnecting", self._where())
                 if now >= next_status:
                     self.notifier.status(self.status_line())
                     next_status = now + 5

@@ -49,6 +49,11 @@ class BrokerError(ClawdError):
     """The broker could not be reached, started or found."""
 
 
+class BrokerRefused(BrokerError):
+    """The broker refused clawd for a reason retrying cannot fix (credentials, TLS
+    verification, a protocol version or a limit clawd cannot work with)."""
+
+
 class JournalError(ClawdError):
     """The journal cannot be opened or is of a schema this clawd cannot use."""
 

@@ -24,10 +24,12 @@ class Message:
 class Delivery:
     """A QoS>0 publish on its way: ``acknowledged`` once the broker has answered it."""
 
-    __slots__ = ("_info",)
+    __slots__ = ("_info", "refused")
 
-    def __init__(self, info: Any) -> None:
+    def __init__(self, info: Any, refused: str | None = None) -> None:
         self._info = info
+        #: why it was never sent (larger than the broker accepts), else None
+        self.refused = refused
 
     @property
     def acknowledged(self) -> bool:
@@ -36,6 +38,8 @@ class Delivery:
         A publish made while the link was down is pending, not an error: the outbox sends
         it again once the link is back.
         """
+        if self._info is None:
+            return False
         try:
             return bool(self._info.is_published())
         except (RuntimeError, ValueError):
@@ -43,6 +47,8 @@ class Delivery:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for the acknowledgement; True when it came."""
+        if self._info is None:
+            return False
         try:
             self._info.wait_for_publish(timeout)
         except (RuntimeError, ValueError):

@@ -211,3 +211,49 @@ def _note(why: str, level: int) -> None:
     if why not in _noted:
         _noted.add(why)
         log.log(level, "paho speed-ups off: %s; using paho as it comes", why)
+
+
+# -- the protocol version of a client made already ---------------------------------------
+
+
+def use_mqtt311(client: Any, protocol: int, clean_session: bool) -> bool:
+    """Make ``client`` send its next CONNECT as MQTT 3.1.1 (``protocol`` is paho's
+    constant for it); False when this paho keeps the version elsewhere.
+
+    paho fixes the version when a client is made, but downgrades its own clients the same
+    way (3.1.1 to 3.1, on a CONNACK refusing the version), by setting these two
+    attributes; doing the same keeps the client, its queued publishes and its callbacks.
+    """
+    if not hasattr(client, "_protocol"):
+        return False
+    client._protocol = protocol
+    client._clean_session = clean_session
+    return True
+
+
+def cap_inflight(client: Any, value: int) -> None:
+    """Cap the QoS>0 publishes ``client`` keeps in flight at ``value`` (> 0), also on an
+    established connection: the broker's CONNACK Receive Maximum arrives on one.
+
+    paho's setter refuses once connected, only because a change between 0 and a limit
+    was not tested: paho counts what is in flight either way, and from a limit to a
+    smaller one it sends the rest as PUBACKs free slots (as it does under any limit).
+    """
+    if value <= 0:
+        raise ValueError("an in-flight cap must be positive")
+    client._max_inflight_messages = value
+
+
+def move_to(client: Any, host: str, port: int) -> bool:
+    """Point the next (re)connect of ``client`` at another broker node; False when this
+    paho keeps the address elsewhere.
+
+    paho's ``host``/``port`` setters refuse while a reconnect is pending (its state is
+    "connecting", not "closed"), which is exactly when a failed node must be left; its
+    ``reconnect()`` reads these two attributes.
+    """
+    if not (hasattr(client, "_host") and hasattr(client, "_port")):
+        return False
+    client._host = host
+    client._port = port
+    return True

@@ -108,9 +108,10 @@ class Subexec:
         cfg, w = self.config, self.worker
         b = cfg.broker
         t = Transport(
-            Endpoint.parse(self.url),
+            Endpoint.parse_all(self.url),
             Options(
                 client_id=f"clawd-worker-{w.id}",
+                protocol=b.protocol,
                 clean_start=True,
                 will=w.will(),
                 subscriptions=w.subscriptions(),

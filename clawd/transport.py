@@ -26,7 +26,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -34,11 +34,11 @@ from paho.mqtt import __version__ as paho_version
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from clawd import paho_compat
+from clawd import connack, paho_compat
+from clawd.connack import Limits
 from clawd.connection import Endpoint, Options, tls_context
-from clawd.errors import BrokerError
+from clawd.errors import BrokerError, BrokerRefused
 from clawd.message import Delivery, Message
 from clawd.sockbuf import BufferedSocket
 
@@ -47,17 +47,26 @@ log = logging.getLogger("clawd.transport")
 #: publishes paho will hold while disconnected before refusing more (bounded memory)
 MAX_QUEUED = 100_000
 
-#: CONNACK reason codes that retrying cannot fix: bad credentials, banned, bad client id
-FATAL_REFUSALS = {0x85, 0x86, 0x87, 0x8A, 0x8C}
 #: how often a driven connection runs keepalive and timeout checks, seconds
 MISC_EVERY = 0.25
 #: paho's own socket (speed-ups off): at most this many reads per poll() turn
 PLAIN_READS = 256
 #: reconnect backoff cap, seconds (the first retry after a lost connection is jittered)
 MAX_BACKOFF = 30.0
-AUTH_HINT = (
-    "check [broker] username and the password (password_file, or the systemd credential "
-    "broker-password)"
+#: the CONNACK properties read into :class:`~clawd.connack.Limits`
+LIMIT_NAMES = (
+    "MaximumQoS",
+    "ReceiveMaximum",
+    "MaximumPacketSize",
+    "RetainAvailable",
+    "WildcardSubscriptionAvailable",
+    "SharedSubscriptionAvailable",
+)
+#: what clawd does without MQTT v5, said once when it falls back to 3.1.1
+V311_NOTE = (
+    "without v5, replies to operator requests travel on the reply topic named in the "
+    "request's payload, and submissions cannot carry a response topic or a message expiry "
+    "(use clawd/results/<id> and the envelope's ttl)"
 )
 
 
@@ -71,18 +80,37 @@ PAHO = paho_compat.Paho(
 
 
 class Transport:
-    """One MQTT v5 connection. ``on_message`` receives every inbound :class:`Message`;
+    """One MQTT connection (v5, or 3.1.1 with ``protocol``), to one broker or to the first
+    node of a list that answers. ``on_message`` receives every inbound :class:`Message`;
     ``on_state(connected: bool, reason: str)`` hears about (dis)connections."""
 
     def __init__(
         self,
-        endpoint: Endpoint,
+        endpoint: Endpoint | Sequence[Endpoint],
         options: Options,
         on_message: Callable[[Message], None],
         on_state: Callable[[bool, str], None] | None = None,
     ) -> None:
-        self.endpoint = endpoint
+        #: the broker's nodes (``broker.url``); ``endpoint`` is the one in use
+        self.endpoints = [endpoint] if isinstance(endpoint, Endpoint) else list(endpoint)
+        if not self.endpoints:
+            raise BrokerError("no broker url given")
+        self._node = 0
+        self.endpoint = endpoint = self.endpoints[0]
         self.options = options
+        #: the MQTT version in use: "5" or "3.1.1" (auto starts with "5")
+        self.protocol = "3.1.1" if options.protocol == "3.1.1" else "5"
+        #: what the broker's last CONNACK allows
+        self.limits = Limits()
+        #: a CONNACK came on the current socket (else the broker closed it unanswered)
+        self._connack_seen = False
+        #: the next retry is immediate, on the same node (after a protocol fallback)
+        self._retry_now = False
+        #: failed attempts since the last successful one
+        self._failures = 0
+        #: subscription packet id -> topic filter, for a refusal naming the filter
+        self._sub_topics: dict[int, tuple[str, int]] = {}
+        self._said: set[str] = set()
         self._on_message = on_message
         self._on_state = on_state or (lambda up, why: None)
         self.connected = threading.Event()
@@ -100,10 +128,12 @@ class Transport:
         #: start() gives up at once when nothing listens at the endpoint (the caller waits)
         self.fail_fast = False
         self.compat = paho_compat.Compat(PAHO, options.compat)
+        v311 = self.protocol == "3.1.1"
         c = self.compat.client_class()(
             CallbackAPIVersion.VERSION2,
             client_id=options.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv311 if v311 else mqtt.MQTTv5,
+            clean_session=options.clean_start if v311 else None,
             transport="unix" if endpoint.unix else "tcp",
             manual_ack=options.manual_ack,
         )
@@ -154,7 +184,7 @@ class Transport:
                 properties=props,
             )
         except (OSError, ValueError) as exc:
-            raise BrokerError(f"cannot connect to broker at {self.endpoint}: {exc}") from None
+            raise BrokerError(f"cannot connect to broker at {self.where()}: {exc}") from None
         if not self.driven:
             self._client.loop_start()
         if timeout is None:
@@ -164,7 +194,14 @@ class Transport:
         if not self.connected.is_set():
             why = self._refused or f"no answer within {timeout:g}s"
             self.stop()
-            raise BrokerError(f"cannot connect to broker at {self.endpoint}: {why}")
+            error = BrokerRefused if self.refused_for_good else BrokerError
+            raise error(f"cannot connect to broker at {self.where()}: {why}")
+
+    def where(self) -> str:
+        """The broker for messages: its url, or the list of its nodes."""
+        if len(self.endpoints) == 1:
+            return str(self.endpoint)
+        return ", ".join(str(e) for e in self.endpoints)
 
     def wait_subscribed(self, timeout: float) -> bool:
         """Wait until the broker acknowledged the subscriptions (polling, when driven)."""
@@ -182,7 +219,8 @@ class Transport:
         return True
 
     def stop(self, *, will: bool = False) -> None:
-        """Disconnect cleanly (``will=True`` asks the broker to publish the Last Will)."""
+        """Disconnect cleanly (``will=True`` asks the broker to publish the Last Will: MQTT v5
+        only; a 3.1.1 broker discards the Will on every clean disconnect)."""
         self._closing = True
         props = None
         if will:
@@ -336,8 +374,48 @@ class Transport:
             self._client.reconnect()
         except (OSError, ValueError) as exc:
             self._connect_failed(self._client, exc)
-            self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))
-            self._next_attempt = time.monotonic() + self._backoff
+
+    def _schedule_retry(self, *, lost: bool) -> None:
+        """Choose the node and the delay of the next attempt.
+
+        After a failed attempt the next node of the url list is tried at once (a short
+        jitter); once every node failed, the delay doubles per round up to
+        :data:`MAX_BACKOFF`, jittered so a fleet does not stampede a restarted broker.
+        After losing an established connection, the first retry comes in 0.2-1 s.
+        """
+        if self._retry_now:
+            self._retry_now = False
+            delay = 0.05
+        else:
+            n = len(self.endpoints)
+            if n > 1:
+                self._use_node((self._node + 1) % n)
+            if lost:
+                self._failures = 0
+                delay = random.uniform(0.2, 1.0)
+            else:
+                self._failures += 1
+                if n > 1 and self._failures % n:
+                    delay = random.uniform(0.05, 0.3)
+                else:
+                    cap = min(MAX_BACKOFF, 2.0 ** (self._failures // n))
+                    delay = random.uniform(cap / 2, cap)
+        if self.driven:
+            self._backoff = delay
+            self._next_attempt = time.monotonic() + delay
+        else:
+            self._client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+
+    def _use_node(self, node: int) -> None:
+        if node == self._node:
+            return
+        ep = self.endpoints[node]
+        if self._client.socket() is not None or not paho_compat.move_to(
+            self._client, ep.host, ep.port or 1883
+        ):
+            return  # still open, or a paho that cannot move: stay on this node
+        self._node = node
+        self.endpoint = ep
 
     def _handle_queued(self, client: Any, userdata: Any, sock: Any) -> None:
         # a publish from another thread (a handler's progress report) must not wait for
@@ -358,9 +436,17 @@ class Transport:
         correlation: bytes | None = None,
         expiry: int | None = None,
     ) -> bool:
-        """Queue a publish; False when paho refused it (queue full or not connected)."""
+        """Queue a publish; False when paho refused it (queue full or not connected) or
+        when it is larger than the broker accepts (logged, naming the topic and both sizes).
+
+        Under MQTT 3.1.1 the v5 properties (response topic, correlation, expiry) are not
+        sent; on a broker without retained messages, ``retain`` is dropped.
+        """
+        if not self._allowed(topic, payload):
+            return False
+        retain = retain and self.limits.retain_available
         props = None
-        if response_topic or correlation or expiry:
+        if self.protocol == "5" and (response_topic or correlation or expiry):
             props = Properties(PacketTypes.PUBLISH)
             if response_topic:
                 props.ResponseTopic = response_topic
@@ -377,8 +463,33 @@ class Transport:
     def publish_tracked(
         self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False
     ) -> Delivery:
-        """Queue a publish and return its :class:`Delivery`, to learn when the broker has it."""
+        """Queue a publish and return its :class:`Delivery`, to learn when the broker has it.
+
+        One larger than the broker accepts is not sent: its Delivery is ``refused``.
+        """
+        if not self._allowed(topic, payload):
+            return Delivery(None, refused=self._too_large(topic, payload))
+        retain = retain and self.limits.retain_available
         return Delivery(self._client.publish(topic, payload, qos=qos, retain=retain))
+
+    def fits(self, topic: str, payload: bytes | str) -> bool:
+        """True when the broker accepts a publish this large (CONNACK Maximum Packet Size)."""
+        return self.limits.fits(topic, payload)
+
+    def _allowed(self, topic: str, payload: bytes | str) -> bool:
+        if self.limits.fits(topic, payload):
+            return True
+        # sending it would make the broker disconnect us, and paho would send it again on
+        # every reconnect: a loop that blocks everything behind it
+        log.error("%s", self._too_large(topic, payload))
+        return False
+
+    def _too_large(self, topic: str, payload: bytes | str) -> str:
+        return (
+            f"not publishing to {topic}: {connack.publish_size(topic, payload)} bytes, and the "
+            f"broker at {self.endpoint} accepts packets of at most "
+            f"{self.limits.maximum_packet_size} bytes (CONNACK Maximum Packet Size)"
+        )
 
     def ack(self, mid: int, qos: int) -> None:
         """Acknowledge an inbound message (manual_ack mode): after it is durable."""
@@ -388,6 +499,7 @@ class Transport:
     # -- paho callbacks: hand off, never work --------------------------------------------
 
     def _handle_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._connack_seen = False
         # paho leaves Nagle on: a small publish then waits ~40 ms for a delayed ACK
         if not self.endpoint.unix:
             with contextlib.suppress(OSError):
@@ -413,14 +525,19 @@ class Transport:
             why = str(exc) or type(exc).__name__
         else:
             why = "connection failed"
+        if len(self.endpoints) > 1:
+            why = f"{self.endpoint}: {why}"
         self._refused = why
         if self._ever_connected:
             log.error("cannot reconnect to %s: %s", self.endpoint, why)
         elif fatal:
             self.refused_for_good = True
             self._give_up(client)
-        elif self.fail_fast:
-            self._give_up(client)
+            return
+        elif self.fail_fast and self._failures + 1 >= len(self.endpoints):
+            self._give_up(client)  # every node tried once: the caller waits for one
+            return
+        self._schedule_retry(lost=False)
 
     def _give_up(self, client: Any) -> None:
         """Stop retrying a first connection that cannot succeed; start() raises."""
@@ -428,38 +545,143 @@ class Transport:
         client.disconnect()
         self._settled.set()
 
+    def _refuse(self, client: Any, why: str) -> None:
+        """A broker clawd cannot work with: say so once, and stop trying at start-up."""
+        self._refused = why
+        log.error("%s", why)
+        if not self._ever_connected:
+            self.refused_for_good = True
+            self._give_up(client)
+
+    def _fall_back(self, client: Any, why: str) -> bool:
+        """Speak MQTT 3.1.1 from the next attempt on (``protocol = "auto"`` only)."""
+        if self.options.protocol != "auto" or self.protocol != "5" or self._ever_connected:
+            return False
+        if not paho_compat.use_mqtt311(client, mqtt.MQTTv311, self.options.clean_start):
+            return False
+        self.protocol = "3.1.1"
+        self._retry_now = True
+        log.warning(
+            'broker at %s %s: falling back to MQTT 3.1.1 (set [broker] protocol = "3.1.1" '
+            "to skip the v5 attempt); %s",
+            self.endpoint,
+            why,
+            V311_NOTE,
+        )
+        return True
+
     def _handle_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self._connack_seen = True
         if rc.is_failure:
-            fatal = rc.value in FATAL_REFUSALS
-            hint = f"; {AUTH_HINT}" if rc.value in (0x86, 0x87, 0x8C) else ""
-            self._refused = f"the broker refused the connection: {rc}{hint}"
-            log.error("broker %s refused the connection: %s%s", self.endpoint, rc, hint)
-            if fatal and not self._ever_connected:
+            code = rc.value
+            if code == connack.UNSUPPORTED_VERSION and self._fall_back(client, "refused MQTT v5"):
+                return
+            if code == 0x9A and self.options.will is not None and self.options.will.retain:
+                # no retained messages here, not even a retained Will: send it unretained
+                w = self.options.will
+                client.will_set(w.topic, w.payload, qos=w.qos, retain=False)
+                self.limits.retain_available = False
+                self._retry_now = True
+                return
+            if code == connack.UNSUPPORTED_VERSION:
+                other = "3.1.1" if self.protocol == "5" else "5"
+                hint = (
+                    f"the broker does not speak MQTT {self.protocol}; set [broker] protocol = "
+                    f'"{other}" or "auto"'
+                )
+            else:
+                hint = connack.refusal_hint(code)
+            why = f"the broker at {self.endpoint} refused the connection: {rc}"
+            why += f"; {hint}" if hint else ""
+            self._refused = why
+            log.error("%s", why)
+            if connack.is_permanent(code) and not self._ever_connected:
                 # at start-up, retrying bad credentials only hammers the broker; later
-                # (credentials rotated under us) paho's capped backoff keeps retrying
+                # (credentials rotated under us) the capped backoff keeps retrying
                 self.refused_for_good = True
                 self._give_up(client)
             return
+        limits = self.limits = Limits.from_properties(
+            {n: getattr(props, n) for n in LIMIT_NAMES if hasattr(props, n)}
+        )
+        unusable = limits.unusable()
+        if unusable:
+            self._refuse(client, f"cannot use the broker at {self.endpoint}: {unusable}")
+            client.disconnect()
+            return
+        self._apply_limits(client, limits)
         self._ever_connected = True
         self._refused = None
+        self._failures = 0
         if self.driven:
             self._backoff = 0.0
         subs = self.options.subscriptions
         if subs:
-            result, mid = client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in subs])
+            # one filter per SUBSCRIBE: some brokers never acknowledge a SUBSCRIBE with
+            # several filters (aedes with redis persistence), and it costs a few packets
             with self._lock:
-                self._pending_subs.add(mid)
+                self._sub_topics.clear()
+                for t, q in subs:
+                    result, mid = client.subscribe(t, qos=q)
+                    if mid is not None:
+                        self._pending_subs.add(mid)
+                        self._sub_topics[mid] = (t, q)
+                if not self._pending_subs:
+                    self.subscribed.set()
         else:
             self.subscribed.set()
         self.connected.set()
         self._settled.set()
-        log.info("connected to %s as %s", self.endpoint, self.options.client_id)
+        log.info(
+            "connected to %s as %s (MQTT %s)", self.endpoint, self.options.client_id, self.protocol
+        )
         self._on_state(True, "connected")
 
+    def _apply_limits(self, client: Any, limits: Limits) -> None:
+        """Follow what the CONNACK said: in-flight window, retained messages, packet size."""
+        wanted = self.options.max_inflight
+        if limits.receive_maximum < 65535:
+            # more QoS 1 publishes in flight than the broker's Receive Maximum is a protocol
+            # error (the broker may disconnect); paho does not read it, so clawd caps paho.
+            # A cap stays for later connections: lifting it while publishes wait behind it
+            # would strand them in paho
+            cap = limits.receive_maximum
+            paho_compat.cap_inflight(client, min(wanted, cap) if wanted else cap)
+        if not limits.retain_available:
+            self._say_once(
+                "retain",
+                f"the broker at {self.endpoint} keeps no retained messages: worker status, "
+                "metrics and routes go out unretained (workers are found from their "
+                "heartbeats)",
+            )
+        if limits.maximum_packet_size:
+            log.info(
+                "broker at %s accepts packets up to %d bytes",
+                self.endpoint,
+                limits.maximum_packet_size,
+            )
+
+    def _say_once(self, key: str, text: str) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            log.warning("%s", text)
+
     def _handle_subscribe(self, client: Any, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
-        bad = [str(rc) for rc in rcs if rc.is_failure]
-        if bad:
-            log.error("broker refused subscriptions: %s", ", ".join(bad))
+        with self._lock:
+            topic, qos = self._sub_topics.pop(mid, ("?", 1))
+        for rc in rcs:
+            if rc.is_failure:
+                log.error(
+                    "broker at %s refused the subscription to %s: %s", self.endpoint, topic, rc
+                )
+            elif rc.value < qos:
+                log.warning(
+                    "broker at %s granted QoS %d for %s (asked %d): messages on it may be lost",
+                    self.endpoint,
+                    rc.value,
+                    topic,
+                    qos,
+                )
         with self._lock:
             self._pending_subs.discard(mid)
             if not self._pending_subs:
@@ -473,27 +695,30 @@ class Transport:
         self.subscribed.clear()
         if self._closing:
             return
-        if not self._ever_connected and self._refused is None:
-            self._refused = (
-                f"the broker closed the connection before accepting it ({rc}); a TLS "
-                "listener does this to plain mqtt:// (use mqtts://) and to a client without "
-                "the certificate it requires (set tls_cert and tls_key)"
+        if not self._connack_seen and not self._ever_connected:
+            # closed with no answer to CONNECT: a broker without v5 may do that
+            if self._fall_back(client, "closed the connection on an MQTT v5 CONNECT"):
+                self._schedule_retry(lost=False)
+                return
+            tried = (
+                "MQTT v5 and 3.1.1"
+                if self.options.protocol == "auto"
+                else "MQTT " + (self.protocol)
             )
+            self._refused = (
+                f"the broker at {self.endpoint} closed the connection without answering "
+                f"CONNECT ({rc}; tried {tried}): it is not an MQTT listener, or it is a TLS "
+                "listener (use mqtts://), or it wants a client certificate (set tls_cert and "
+                "tls_key)"
+            )
+        hint = connack.disconnect_hint(rc.value) if was_up else ""
         if not was_up:
             # a failed attempt (e.g. refused after a credential change): the backoff
-            # keeps doubling up to 30 s; resetting it here would retry every second forever
-            if self.driven:
-                self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))
-                self._next_attempt = time.monotonic() + self._backoff
+            # keeps growing up to 30 s; resetting it here would retry every second forever
+            self._schedule_retry(lost=False)
             return
-        # jitter the next reconnect so a fleet does not stampede a restarted broker
-        first = random.uniform(0.2, 1.0)
-        if self.driven:
-            self._backoff = first
-            self._next_attempt = time.monotonic() + first
-        else:
-            client.reconnect_delay_set(min_delay=first, max_delay=int(MAX_BACKOFF))
-        log.warning("disconnected from %s: %s; reconnecting", self.endpoint, rc)
+        self._schedule_retry(lost=True)
+        log.warning("disconnected from %s: %s%s; reconnecting", self.endpoint, rc, hint)
         self._on_state(False, str(rc))
 
     def _handle_message(self, client: Any, userdata: Any, msg: Any) -> None:

@@ -33,6 +33,8 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
 
     state: Literal["online", "draining", "offline"]
     session: str = ""
+    #: wall time the worker process started: orders its incarnations (0: not said)
+    boot: float = 0.0
     capacity: NonNegative = 0
     handlers: list[str] = msgspec.field(default_factory=list)
     capabilities: list[str] = msgspec.field(default_factory=list)
@@ -65,6 +67,9 @@ class Report(msgspec.Struct, kw_only=True):
     outcomes: list[Outcome] = msgspec.field(default_factory=list)
     running: list[Grant] = msgspec.field(default_factory=list)
     handback: list[Grant] = msgspec.field(default_factory=list)
+    #: the worker's status, once per heartbeat interval: workers are found and judged
+    #: from their heartbeats even where the broker delivers no retained status
+    status: WorkerStatus | None = None
 
 
 class Grants(msgspec.Struct, kw_only=True):
@@ -89,6 +94,8 @@ class Control(msgspec.Struct, kw_only=True):
     cmd: str
     ids: list[str] | None = None
     id: str | None = None
+    #: where to answer when the request has no MQTT v5 response topic (MQTT 3.1.1)
+    reply_to: str | None = None
 
 
 class Progress(msgspec.Struct, kw_only=True):
@@ -165,6 +172,13 @@ def control(payload: bytes) -> Control:
         raise Unreadable('control command "task" needs an "id"')
     if cmd.cmd == "cancel" and not cmd.ids:
         raise Unreadable('control command "cancel" needs "ids" (a non-empty list of task ids)')
+    if cmd.reply_to is not None and (
+        not cmd.reply_to or any(c in cmd.reply_to for c in "+#\0") or len(cmd.reply_to) > 512
+    ):
+        raise Unreadable(
+            f'control command "reply_to" {cmd.reply_to[:80]!r} is not a topic to publish to '
+            "(no +, #, NUL; 1-512 characters)"
+        )
     return cmd
 
 

@@ -325,7 +325,8 @@ def test_daemon_with_bad_credentials_exits_with_one_clear_line(
     d = start_clawd("-c", str(cfg), "run", ready=False)
     code = d.proc.wait(15)
     out = d.output()
-    assert code == 69, out
+    # a refusal retrying cannot fix: EX_CONFIG, which the units' RestartPreventExitStatus stops
+    assert code == 78, out
     # fails at the first attempt, does not retry until a timeout
     assert _connections_after(s, port, before) == 1, s.log
     assert "Traceback" not in out

@@ -76,6 +76,7 @@ def test_the_seeds_do_inject_every_kind_of_fault() -> None:
         "msg_lost_qos0",
         "resubmit",
         "member_lost",
+        "stale_will",
     } - set(seen)
     assert not missing
 

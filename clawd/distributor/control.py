@@ -2,9 +2,9 @@
 ``cancel``.
 
 ``task`` is a request: the answer goes to the request's MQTT v5 response topic (with its
-correlation data), because only the running distributor knows whether an open task is
-queued, delayed or running, on which worker and since when; the journal only knows open
-or finished.
+correlation data), or under MQTT 3.1.1 to the ``reply_to`` topic in its payload, because
+only the running distributor knows whether an open task is queued, delayed or running, on
+which worker and since when; the journal only knows open or finished.
 """
 
 from __future__ import annotations
@@ -35,15 +35,16 @@ def handle(
 ) -> None:
     """Carry out one decoded command."""
     journal = tasks.journal
+    reply = msg.response_topic or cmd.reply_to
     if cmd.cmd == "replay":
         ids = cmd.ids or [d["id"] for d in journal.dead_letters()]
         for task_id in ids:
             replay(tasks, task_id)
     elif cmd.cmd == "cancel" and life is not None:
         answer = cancel.cancel(cmd.ids or [], tasks=tasks, fleet=fleet, life=life)
-        if msg.response_topic:
+        if reply:
             outbox.publish(
-                msg.response_topic,
+                reply,
                 encode(answer),
                 response_topic=None,
                 correlation=msg.correlation,
@@ -54,11 +55,13 @@ def handle(
     elif cmd.cmd == "purge":
         journal.purge_dead(cmd.ids or None)
     elif cmd.cmd == "task":
-        if not msg.response_topic:
-            raise Unreadable('control command "task" needs an MQTT v5 response topic')
+        if not reply:
+            raise Unreadable(
+                'control command "task" needs an MQTT v5 response topic or a "reply_to" topic'
+            )
         assert cmd.id is not None
         outbox.publish(
-            msg.response_topic,
+            reply,
             encode(where(cmd.id, tasks=tasks, fleet=fleet, flows=getattr(life, "flows", None))),
             response_topic=None,
             correlation=msg.correlation,

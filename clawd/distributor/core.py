@@ -241,7 +241,13 @@ class Distributor:
             return
         try:
             if kind == "_" and len(levels) == 3 and levels[1] == "done":
-                self.liveness.report(levels[2], wire.report(msg.payload))
+                rep = wire.report(msg.payload)
+                if rep.status is not None and rep.status.id not in (None, levels[2]):
+                    raise Unreadable(
+                        f"report of worker {levels[2]!r} carries the status of {rep.status.id!r}"
+                    )
+                if self.liveness.report(levels[2], rep):
+                    self.refresh_types()
             elif kind == "workers" and len(levels) == 2:
                 if msg.payload:  # empty: a cleared retained status
                     self._worker_status(levels[1], msg)

@@ -34,8 +34,20 @@ class Liveness:
         return float(self.life.config.distributor.liveness_timeout)
 
     def worker_status(self, worker_id: str, status: WorkerStatus) -> bool:
-        """A (retained) status; True when it announced a task type not known before."""
+        """A status (retained, a Last Will, or riding on a heartbeat); True when it
+        announced a task type not known before. One about an older incarnation than the
+        live one is ignored."""
         w = self.fleet.get(worker_id)
+        if self.stale(w, status):
+            log.info(
+                "worker %s: ignoring a %s status of an earlier run (session %s; the live one "
+                "is %s)",
+                worker_id,
+                status.state,
+                status.session,
+                w.session,
+            )
+            return False
         if w.online and status.session != w.session:
             # the worker restarted with the same id: what it ran before is gone
             self.life.lose(w, "restarted", lost=True)
@@ -67,6 +79,19 @@ class Liveness:
                 self.life.lose(w, status.reason or "offline", lost=status.reason == "lost")
         return new_types
 
+    @staticmethod
+    def stale(w: Any, status: WorkerStatus) -> bool:
+        """True when ``status`` is about an earlier incarnation of the live worker ``w``
+        (a broker replaying an old Last Will or retained status after a restart)."""
+        if not w.session or status.session == w.session:
+            return False
+        live = w.status.boot if w.status is not None else 0.0
+        if status.boot and live:
+            return status.boot < live
+        # without boot times (an older worker): only "offline" of another session while
+        # the live one is online is known to be old news
+        return status.state != "online" and bool(w.online)
+
     def reconcile_breakers(self, worker_id: str, types: Iterable[str]) -> None:
         """A worker comes online: the retained breaker topics about it and its types say
         what this distributor's breakers say, or are cleared where it has none (a state
@@ -83,9 +108,20 @@ class Liveness:
                 doc = {"key": key, "state": state, "previous": state, "at": clock.wall()}
                 publish(topic, encode(doc), retain=True)
 
-    def report(self, worker_id: str, rep: Report) -> None:
-        """A heartbeat: renews leases, brings outcomes, and hands back on drain."""
+    def report(self, worker_id: str, rep: Report) -> bool:
+        """A heartbeat: renews leases, brings outcomes, and hands back on drain. True when
+        the status it carries announced a task type not known before."""
         w = self.fleet.get(worker_id)
+        new_types = False
+        st = rep.status
+        if st is not None and (
+            w.status is None
+            or st.session != w.session
+            or (st.state != w.status.state and not (w.silent and st.state == "online"))
+        ):
+            # news the retained status did not bring (a broker without retained wildcard
+            # delivery, a distributor that restarted, a state change it missed)
+            new_types = self.worker_status(worker_id, st)
         w.last_seen = clock.monotonic()
         if w.silent and w.status is not None and w.status.state == "online":
             # it was only unheard (a partition, a broker restart): it is back
@@ -107,6 +143,7 @@ class Liveness:
             self.life.outcome(w, o)
         for task_id, attempt in rep.handback:
             self.life.hand_back(w, task_id, attempt)
+        return new_types
 
     def progress(self, task_id: str) -> None:
         """A handler reported progress: its task's lease is renewed."""

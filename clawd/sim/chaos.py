@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from clawd.sim import flows
 from clawd.sim.broker import Packet
 from clawd.sim.faults import SCHEDULED
@@ -135,6 +137,17 @@ class Chaos:
                 sim.submit(rng.choice(done))
         elif kind == "member_lost":
             self._lose_member(MEMBER_TRIES)
+        elif kind == "stale_will":
+            # a broker delivers the Last Will of an earlier run of a live worker late (a
+            # replay after its restart): nothing is exposed, since nothing may be lost
+            # or run again for it
+            w = rng.choice(up).w if up else None
+            if w is not None:
+                sim.faults.count(kind)
+                doc = {"id": w.id, "state": "offline", "reason": "lost", "boot": w.boot - 1.0}
+                doc["session"] = f"{w.session}.earlier"
+                topic = w.topics.worker(w.id)
+                sim.broker.accept(Packet(topic, msgspec.json.encode(doc)), "broker")
         elif kind == "client_drop":
             nodes: list[Node] = [n for n in (sim.distributor, *sim.workers) if n.alive]
             node = rng.choice(nodes) if nodes else None

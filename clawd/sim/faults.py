@@ -33,6 +33,7 @@ KINDS = (
     "msg_lost_qos0",
     "msg_late",
     "resubmit",
+    "stale_will",
 )
 
 #: the scheduled faults, drawn per run (message faults happen per message instead)
@@ -48,6 +49,7 @@ SCHEDULED = (
     "distributor_crash",
     "resubmit",
     "member_lost",
+    "stale_will",
 )
 
 

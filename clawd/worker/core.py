@@ -51,6 +51,10 @@ class Worker:
         self._next_scale = 0.0
         self._peak = 0
         self.session = uuid.uuid4().hex[:12]
+        #: when this incarnation started: a status of an older one (a Last Will a broker
+        #: replays late) is told apart from this one's
+        self.boot = clock.wall()
+        self._next_status = 0.0
         #: grants (Message) from poll(), finished tasks (tuples) from the pool's threads
         self.inbox: deque[Any] = deque()
         self.pool = Pool(high) if pool is None else pool
@@ -86,10 +90,14 @@ class Worker:
         return subs
 
     def status(self, state: str, reason: str | None = None) -> bytes:
+        return encode(self.status_doc(state, reason))
+
+    def status_doc(self, state: str, reason: str | None = None) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "id": self.id,
             "state": state,
             "session": self.session,
+            "boot": self.boot,
             "capacity": 0 if state != "online" else self.capacity,
             "in_flight": len(self.running),
             "handlers": sorted(self.plugins.handlers),
@@ -101,7 +109,7 @@ class Worker:
         }
         if reason:
             doc["reason"] = reason
-        return encode(doc)
+        return doc
 
     def will(self) -> Will:
         return Will(self.topics.worker(self.id), self.status("offline", "lost"))
@@ -345,6 +353,13 @@ class Worker:
         handback = (handback or []) + self._refused
         if handback:
             doc["handback"] = handback
+        if now >= self._next_status:
+            # the status rides on a heartbeat once per interval: the distributor finds
+            # workers this way on a broker that delivers no retained status
+            self._next_status = now + self.heartbeat
+            st = self.status_doc("draining" if self.draining else "online")
+            # what liveness needs; host, pid and since stay on the retained status
+            doc["status"] = {k: v for k, v in st.items() if k not in ("host", "pid", "since")}
         self.transport.publish(self.topics.done(self.id), encode(doc))
         self._outcomes = []
         self._refused = []

@@ -90,6 +90,8 @@ class Operator:
         self.absolute: set[str] = set()
         #: id -> wall time it was first published
         self.published: dict[str, float] = {}
+        #: id -> the not_before it was published with (of the ``absolute`` ones)
+        self.not_before: dict[str, float] = {}
         #: every dispatch the distributor sent: (wall, incarnation, id, type, meta.rl)
         self.sends: list[tuple[float, int, str, str, bool]] = []
         #: id -> wall time its first cancelled result reached the broker
@@ -137,7 +139,10 @@ class Operator:
         wall = self.sim.clock.wall()
         first = self.published.setdefault(sub.id, wall)
         if sub.id in self.absolute:
-            return {**sub.envelope, "not_before": round(first + self.delays[sub.id], 3)}
+            # the time as sent is the one to keep (rounded: it may be a little before
+            # first + delay)
+            nb = self.not_before.setdefault(sub.id, round(first + self.delays[sub.id], 3))
+            return {**sub.envelope, "not_before": nb}
         return sub.envelope
 
     # -- the actions ---------------------------------------------------------------------
@@ -319,7 +324,7 @@ class Operator:
             d = self.delays.get(task_id)
             if d is None or task_id not in self.published:
                 continue
-            due = self.published[task_id] + d
+            due = self.not_before.get(task_id, self.published[task_id] + d)
             if wall < due - 1e-6:
                 problems.append(
                     f"delayed task {task_id} dispatched at {wall:.3f}, {due - wall:.3f} s "

@@ -62,6 +62,8 @@ class Daemon:
         self.state_dir = config.state_path
         #: monotonic time the broker link went down (None while every link is up)
         self.down_since: float | None = None
+        #: the broker node the roles were last connected to (a url list has several)
+        self.up_at: str | None = None
         #: this distributor's lead over a shared journal (None: a journal of its own)
         self.leadership: Any = None
         self.deposed = False
@@ -135,7 +137,8 @@ class Daemon:
             self.loops[role] = time.monotonic()
             self.threads.append(th)
             th.start()
-        log.info("clawd running: roles %s, broker %s", ", ".join(self.roles), self._where())
+        self.up_at = self._where()
+        log.info("clawd running: roles %s, broker %s", ", ".join(self.roles), self.up_at)
         self.notifier.ready(self.status_line())
 
     def _open_journal(self) -> Journal | None:
@@ -291,9 +294,16 @@ class Daemon:
                     if exporter is not None:
                         exporter.broker(up)
                     if up:
-                        log.info("broker %s reachable again", self._where())
+                        lost_at = self.up_at
+                        self.up_at = self._where()
+                        log.info("broker %s reachable again", self.up_at)
+                        if lost_at not in (None, self.up_at):
+                            log.info("moved from broker %s to %s", lost_at, self.up_at)
                     else:
-                        log.warning("broker %s unreachable; reconnecting", self._where())
+                        # the node that went away: by now the transport may be trying the next
+                        log.warning(
+                            "broker %s unreachable; reconnecting", self.up_at or self._where()
+                        )
                 if now >= next_status:
                     self.notifier.status(self.status_line())
                     next_status = now + 5

@@ -127,16 +127,20 @@ def render(results: dict[str, Any], params: dict[str, Any]) -> None:
     b = results.get("backlog")
     if b is not None:
         bt = Table(title=f"backlog of {params['backlog']:,} tasks queued with no worker running")
-        for col in ("fill tasks/s", "drain tasks/s", "peak RSS filling MB", "peak RSS draining MB"):
+        cols = ("fill tasks/s", "drain tasks/s", "peak RSS filling MB", "peak RSS draining MB",
+                "journal filled MB", "journal drained MB")  # fmt: skip
+        for col in cols:
             bt.add_column(col, justify="right")
         if "skipped" in b:
-            bt.add_row(f"skipped: {b['skipped']}", "", "", "")
+            bt.add_row(f"skipped: {b['skipped']}", *[""] * (len(cols) - 1))
         else:
             bt.add_row(
                 spread(b["fill_per_s"], ",.0f"),
                 spread(b["drain_per_s"], ",.0f"),
                 spread(b["fill_rss_mb"], ".0f"),
                 spread(b["drain_rss_mb"], ".0f"),
+                spread(b.get("journal_filled_mb", []), ",.0f"),
+                spread(b.get("journal_drained_mb", []), ",.0f"),
             )
         console.print(bt)
 

@@ -94,7 +94,8 @@ def test_plot_merges_saved_results(tmp_path: Path) -> None:
         s: {"2": {"uniform": {"efficiency": [0.9]}}, "8": {"uniform": {"efficiency": [0.8]}}}
         for s in ("clawd", "celery")
     }
-    (tmp_path / "a.json").write_text(json.dumps({"results": {"realistic": real}}))
+    peers = {"rq": {"throughput": [1.0], "cpu_us": {"total": [900.0]}}}
+    (tmp_path / "a.json").write_text(json.dumps({"results": {"realistic": real, **peers}}))
     (tmp_path / "b.json").write_text(json.dumps({"scaleout": scale}))
     main([str(tmp_path / "out.png"), str(tmp_path / "a.json"), str(tmp_path / "b.json")])
     assert (tmp_path / "out.png").read_bytes()[:4] == b"\x89PNG"

@@ -108,7 +108,11 @@ def run_clawd(
                     row["efficiency"].append(eff)
                     row["distributor_cpu_us"].append(used / tasks * 1e6)
                     row["total_cpu_us"].append(total / tasks * 1e6)
-                    log(f"  clawd N={n} {mix} run {i + 1}/{runs}: efficiency {eff:.3f}")
+                    log(
+                        f"  clawd N={n} {mix} run {i + 1}/{runs}: efficiency {eff:.3f}, "
+                        f"CPU µs/task: distributor {used / tasks * 1e6:.0f}, "
+                        f"all {total / tasks * 1e6:.0f}"
+                    )
                 out[mix] = row
             finally:
                 prod.close()
@@ -177,7 +181,10 @@ def run_peer(
                 eff = ideal_seconds(tasks, n, mix) / got["seconds"]
                 row["efficiency"].append(eff)
                 row["total_cpu_us"].append(got["cpu_us"]["total"])
-                log(f"  {which} N={n} {mix} run {i + 1}/{runs}: efficiency {eff:.3f}")
+                log(
+                    f"  {which} N={n} {mix} run {i + 1}/{runs}: efficiency {eff:.3f}, "
+                    f"CPU µs/task: all {got['cpu_us']['total']:.0f}"
+                )
             out[mix] = row
     finally:
         stop(worker, timeout=30)  # type: ignore[arg-type]

@@ -133,3 +133,21 @@ def test_peer_cpu_meter_counts_a_tree_and_its_reaped_children(monkeypatch) -> No
     finally:
         root.stdin.close()  # type: ignore[union-attr]
         root.wait(30)
+
+
+def test_micro_benchmarks_run() -> None:
+    """bench/micro.py: the instruction-count micro-benchmarks still run (and leave
+    clawd's paho speed-ups as the process had them)."""
+    from click.testing import CliRunner
+
+    from bench.micro import main
+    from clawd.paho_compat import Compat
+    from clawd.transport import PAHO
+
+    runner = CliRunner()
+    try:
+        for args in (["journal", "60"], ["reasoncode", "10"], ["reasoncode", "10", "--plain"]):
+            result = runner.invoke(main, args)
+            assert result.exit_code == 0, (args, result.output, result.exception)
+    finally:
+        Compat(PAHO, True)

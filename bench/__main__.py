@@ -28,13 +28,9 @@ from bench.infra import Mosquitto, mosquitto_version, workdir
 from bench.mqtt_producer import Producer, percentile
 from bench.raw_pipeline import RawPipeline
 
-SYSTEMS = ("raw", "clawd", "celery", "dramatiq", "backlog", "realistic", "scaleout")
-LABELS = {
-    "raw": "raw paho 4-hop",
-    "clawd": "clawd (journal on)",
-    "celery": "Celery + Redis",
-    "dramatiq": "Dramatiq + Redis",
-}
+PEERS = tuple(peer_bench.KINDS)
+SYSTEMS = ("raw", "clawd", *PEERS, "backlog", "realistic", "scaleout")
+LABELS = {"raw": "raw paho 4-hop", "clawd": "clawd (journal on)", **peer_bench.LABELS}
 #: the issue's targets
 TARGETS = {"raw": 1.5, "celery": 8.0, "dramatiq": 2.5}
 P50_MS, P99_MS, RSS_MB, DRAIN_WITHIN = 0.8, 2.0, 150.0, 0.20
@@ -49,24 +45,32 @@ def note(message: str) -> None:
     err.print(f"[dim]{message}[/dim]")
 
 
-def measure_mqtt(prod: Producer, tasks: int, rtt: int, runs: int) -> list[dict[str, Any]]:
+def measure_mqtt(
+    prod: Producer, tasks: int, rtt: int, runs: int, pids: dict[str, list[int]]
+) -> list[dict[str, Any]]:
+    """Throughput with the CPU per task of every process (``pids`` by role, the producer
+    being this process), then the round trips; one dict per run."""
     prod.throughput(min(500, tasks))  # warm up connections, caches, worker pools
     out = []
     for i in range(runs):
-        tput = prod.throughput(tasks)
+        tput, cpu_us = realistic.cpu_run(prod, pids, tasks, window=0)
         times = prod.round_trips(rtt)
-        out.append({"throughput": tput, "rtt": times})
+        out.append({"throughput": tput, "rtt": times, "cpu_us": cpu_us})
         note(f"  run {i + 1}/{runs}: {tput:,.0f} tasks/s")
     return out
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """Per metric, the values of every run (round trips in ms)."""
-    return {
+    """Per metric, the values of every run (round trips in ms; CPU µs per task by role)."""
+    out: dict[str, Any] = {
         "throughput": [r["throughput"] for r in runs],
         "p50_ms": [percentile(r["rtt"], 50) * 1000 for r in runs],
         "p99_ms": [percentile(r["rtt"], 99) * 1000 for r in runs],
     }
+    if runs and all("cpu_us" in r for r in runs):
+        roles = {role for r in runs for role in r["cpu_us"]}
+        out["cpu_us"] = {role: [r["cpu_us"].get(role, 0.0) for r in runs] for role in roles}
+    return out
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -116,6 +120,8 @@ def render(results: dict[str, Any], params: dict[str, Any]) -> None:
         if "skipped" in r:
             t.add_row(label, f"skipped: {r['skipped']}", "", "")
             continue
+        if r.get("tasks", params["tasks"]) != params["tasks"]:
+            label += f" ({r['tasks']:,} tasks per run)"
         t.add_row(
             label,
             spread(r["throughput"], ",.0f"),
@@ -123,20 +129,25 @@ def render(results: dict[str, Any], params: dict[str, Any]) -> None:
             spread(r["p99_ms"], ".2f"),
         )
     console.print(t)
+    render_cpu(results, params)
 
     b = results.get("backlog")
     if b is not None:
         bt = Table(title=f"backlog of {params['backlog']:,} tasks queued with no worker running")
-        for col in ("fill tasks/s", "drain tasks/s", "peak RSS filling MB", "peak RSS draining MB"):
+        cols = ("fill tasks/s", "drain tasks/s", "peak RSS filling MB", "peak RSS draining MB",
+                "journal filled MB", "journal drained MB")  # fmt: skip
+        for col in cols:
             bt.add_column(col, justify="right")
         if "skipped" in b:
-            bt.add_row(f"skipped: {b['skipped']}", "", "", "")
+            bt.add_row(f"skipped: {b['skipped']}", *[""] * (len(cols) - 1))
         else:
             bt.add_row(
                 spread(b["fill_per_s"], ",.0f"),
                 spread(b["drain_per_s"], ",.0f"),
                 spread(b["fill_rss_mb"], ".0f"),
                 spread(b["drain_rss_mb"], ".0f"),
+                spread(b.get("journal_filled_mb", []), ",.0f"),
+                spread(b.get("journal_drained_mb", []), ",.0f"),
             )
         console.print(bt)
 
@@ -169,6 +180,30 @@ def render(results: dict[str, Any], params: dict[str, Any]) -> None:
             _ok(drain >= 1 - DRAIN_WITHIN),
         )
     console.print(rt)
+
+
+def render_cpu(results: dict[str, Any], params: dict[str, Any]) -> None:
+    """CPU µs per task of every process of each system, over its throughput runs."""
+    rows = [(k, results[k]) for k in LABELS if "cpu_us" in results.get(k, {})]
+    if not rows:
+        return
+    t = Table(
+        title=f"CPU µs per task, all processes, over the {params['tasks']:,}-task throughput "
+        f"runs; min / median / max over {params['runs']} run(s)"
+    )
+    t.add_column("system")
+    t.add_column("tasks/s", justify="right")
+    roles = (*realistic.ROLES, "total")
+    for role in roles:
+        t.add_column(role if role != "distributor" else "distributor / dispatcher", justify="right")
+    for key, r in rows:
+        cpu = r["cpu_us"]
+        t.add_row(
+            LABELS[key] + (f" ({r['tasks']:,} tasks)" if "tasks" in r else ""),
+            spread(r["throughput"], ",.0f"),
+            *(spread(cpu[role], ".0f") if role in cpu else "-" for role in roles),
+        )
+    console.print(t)
 
 
 def render_realistic(r: dict[str, Any], params: dict[str, Any]) -> None:
@@ -278,7 +313,12 @@ def main(
             raw = RawPipeline(broker.port)
             try:
                 prod = raw.start()
-                results["raw"] = summarise(measure_mqtt(prod, tasks, rtt, runs))
+                pids = {
+                    "broker": [broker.proc.pid],  # type: ignore[union-attr]
+                    "distributor": [raw.procs[0].pid],
+                    "workers": [p.pid for p in raw.procs[1:]],
+                }
+                results["raw"] = summarise(measure_mqtt(prod, tasks, rtt, runs, pids))
                 prod.close()
             finally:
                 raw.stop()
@@ -286,25 +326,32 @@ def main(
             note("clawd ...")
             cluster = clawd_bench.Cluster(tmp, broker.port, concurrency)
             try:
-                cluster.start_distributor()
+                d = cluster.start_distributor()
                 cluster.start_workers()
                 prod = clawd_bench.producer(broker.port)
-                results["clawd"] = summarise(measure_mqtt(prod, tasks, rtt, runs))
+                pids = {
+                    "broker": [broker.proc.pid],  # type: ignore[union-attr]
+                    "distributor": [d.pid],
+                    "workers": [w.pid for w in cluster.workers],
+                }
+                results["clawd"] = summarise(measure_mqtt(prod, tasks, rtt, runs, pids))
                 prod.close()
             finally:
                 cluster.stop()
-        peers = [p for p in ("celery", "dramatiq") if p in chosen]
+        peers = [p for p in PEERS if p in chosen]
         if peers:
             why = peer_bench.ensure_venv(note)
             for peer in peers:
                 if why:
                     results[peer] = {"skipped": why}
                     continue
-                note(f"{peer} ...")
+                # a peer too slow for the full count runs fewer tasks (the table says so)
+                cap = peer_bench.MAX_TASKS.get(peer)
+                n, r = (min(tasks, cap), min(rtt, 200)) if cap else (tasks, rtt)
+                note(f"{peer} ({n:,} tasks, {r:,} round trips) ...")
                 try:
-                    results[peer] = summarise(
-                        peer_bench.run_peer(peer, tmp, tasks, rtt, runs, note)
-                    )
+                    results[peer] = summarise(peer_bench.run_peer(peer, tmp, n, r, runs, note))
+                    results[peer]["tasks"] = n
                 except Exception as exc:
                     err.print(traceback.format_exc())
                     results[peer] = {"skipped": f"failed: {str(exc).splitlines()[0]}"}
@@ -321,7 +368,7 @@ def main(
             ns = [int(x) for x in scale_n.split(",") if x.strip()]
             results["scaleout"] = scaleout.run_all(
                 tmp, broker, ns[:1] if quick else ns, runs, note,
-                peers=[p for p in ("celery", "dramatiq") if p in chosen],
+                peers=[p for p in PEERS if p in chosen],
                 per_worker=5 if quick else scaleout.PER_WORKER,
             )  # fmt: skip
         if "backlog" in chosen:

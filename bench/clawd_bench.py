@@ -7,6 +7,7 @@ counted on ``clawd/results/+``.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import threading
@@ -142,6 +143,15 @@ def journaled(journal: Path) -> int:
         return 0
 
 
+def journal_mb(journal: Path) -> float:
+    """Size on disk of the journal: the database, its WAL and shared-memory files, in MB."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            total += journal.with_name(journal.name + suffix).stat().st_size
+    return total / 1e6
+
+
 def backlog(workdir: Path, port: int, n: int, concurrency: int, log=print) -> dict[str, float]:
     """Queue ``n`` tasks with no worker running, then start the workers and drain them."""
     cluster = Cluster(workdir, port, concurrency, tag=f"b{int(time.time() * 1000) % 100000}")
@@ -160,6 +170,7 @@ def backlog(workdir: Path, port: int, n: int, concurrency: int, log=print) -> di
             time.sleep(2)
         fill_s = time.perf_counter() - start
         fill_rss = fill.stop()
+        filled_mb = journal_mb(cluster.journal)
         log(f"  backlog: {n} journaled in {fill_s:.1f} s; starting workers")
         drain = RssSampler(d.pid)
         prod.expect(n, prefix)
@@ -179,6 +190,8 @@ def backlog(workdir: Path, port: int, n: int, concurrency: int, log=print) -> di
             "drain_per_s": n / drain_s,
             "fill_rss_mb": fill_rss,
             "drain_rss_mb": drain.stop(),
+            "journal_filled_mb": filled_mb,
+            "journal_drained_mb": journal_mb(cluster.journal),
         }
     finally:
         if prod is not None:

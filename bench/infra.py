@@ -6,6 +6,7 @@ system broker or redis on the default ports is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -22,6 +23,9 @@ from clawd.systemd import NotifyListener
 ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+#: the server script itself: /usr/sbin/rabbitmq-server switches to the system's node
+RABBITMQ = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+EPMD = shutil.which("epmd") or "/usr/bin/epmd"
 
 
 def free_port() -> int:
@@ -153,6 +157,80 @@ class Redis:
 
     def stop(self) -> None:
         stop(self.proc)
+
+
+class RabbitMQ:
+    """A private RabbitMQ node: its own node name, AMQP and distribution ports, epmd,
+    Erlang cookie (``HOME``), data and log directories, no plugins; never the machine's
+    node on 5672 nor its epmd on 4369."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / "rabbitmq"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port, self.dist_port, self.epmd_port = free_port(), free_port(), free_port()
+        self.node = f"perf-{self.port}@localhost"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.epmd: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def start(self, timeout: float = 120) -> RabbitMQ:
+        d = self.dir
+        (d / "enabled_plugins").write_text("[].\n")
+        env = {
+            **os.environ,
+            "HOME": str(d),
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(d / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+            "RABBITMQ_PLUGINS_EXPAND_DIR": str(d / "plugins-expand"),
+            "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
+            "RABBITMQ_PID_FILE": str(d / "rabbitmq.pid"),
+        }
+        # our own epmd in the foreground, so it is stopped by its pid like the rest
+        self.epmd = subprocess.Popen(
+            [EPMD, "-port", str(self.epmd_port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.epmd_port, self.epmd, "epmd")
+        log = open(d / "server.log", "wb")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(
+            [RABBITMQ], cwd=d, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        wait_port(self.port, self.proc, "rabbitmq-server", timeout=timeout)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            # the script's shell does not pass SIGTERM on: signal its group (beam.smp)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # until no process of the group is left
+                self.proc.poll()
+                try:
+                    os.killpg(self.proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        stop(self.epmd)
 
 
 class ClawdProcess:

@@ -84,6 +84,9 @@ class Producer:
         self._waiting = False
         self.client = connect(port, "bench-producer", self._on_message)
         subscribe(self.client, result_filter, 1)
+        # a clean-start session loses its subscription when paho reconnects (a keepalive
+        # missed on a loaded machine during an hour-long backlog fill): subscribe again
+        self.client.on_connect = lambda c, *a: c.subscribe(result_filter, 1)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         task_id = msg.topic.rsplit("/", 1)[-1]

@@ -16,9 +16,20 @@ COLOURS = {
     "clawd": "#1f77b4",
     "raw": "#7f7f7f",
     "celery": "#2ca02c",
+    "celery-rabbitmq": "#bcbd22",
     "dramatiq": "#d62728",
+    "rq": "#9467bd",
 }
-NAMES = {"clawd": "clawd", "raw": "raw paho 4-hop", "celery": "Celery", "dramatiq": "Dramatiq"}
+NAMES = {
+    "clawd": "clawd",
+    "raw": "raw paho 4-hop",
+    "celery": "Celery + Redis",
+    "celery-rabbitmq": "Celery + RabbitMQ",
+    "dramatiq": "Dramatiq + Redis",
+    "rq": "RQ + Redis",
+}
+#: the systems of the CPU-per-task panel, in order
+CPU_SYSTEMS = ("raw", "clawd", "celery", "celery-rabbitmq", "dramatiq", "rq")
 #: the task duration of the uniform scale-out workload (bench/scaleout.py)
 UNIFORM_SECONDS = 0.05
 
@@ -37,7 +48,8 @@ def _median(values: list[float]) -> float:
 
 
 def plot_results(results: dict[str, Any], path: Path) -> Path:
-    """Write a PNG of whatever ``results`` hold (``scaleout`` and/or ``realistic``)."""
+    """Write a PNG of whatever ``results`` hold: ``scaleout``, ``realistic``, and the
+    CPU per task of every system's no-op throughput runs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,14 +58,18 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
     scale = results.get("scaleout") or {}
     real = results.get("realistic") or {}
     panels = [p for p in ("scaleout", "realistic") if results.get(p)]
+    if any("cpu_us" in (results.get(s) or {}) for s in CPU_SYSTEMS):
+        panels.append("systems")
     if not panels:
-        raise ValueError("nothing to plot: no scale-out or realistic-path results")
+        raise ValueError("nothing to plot: no scale-out, realistic-path or CPU results")
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.6), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         if panel == "scaleout":
             _throughput_panel(ax, scale)
-        else:
+        elif panel == "realistic":
             _cpu_panel(ax, real)
+        else:
+            _systems_panel(ax, results)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -107,6 +123,21 @@ def _cpu_panel(ax: Any, real: dict[str, Any]) -> None:
     ax.set_ylabel("CPU µs per task, all processes (medians by process)")
     ax.set_title("realistic path: compute tasks, window 500")
     ax.legend()
+
+
+def _systems_panel(ax: Any, results: dict[str, Any]) -> None:
+    systems = [s for s in CPU_SYSTEMS if "cpu_us" in (results.get(s) or {})]
+    totals = [_median(results[s]["cpu_us"].get("total", [])) for s in systems]
+    ax.bar(
+        [NAMES.get(s, s).replace(" + ", "\n+ ") for s in systems],
+        totals,
+        color=[COLOURS.get(s, "#333333") for s in systems],
+    )
+    for i, total in enumerate(totals):
+        ax.text(i, total, f"{total:,.0f}", ha="center", va="bottom")
+    ax.set_yscale("log")
+    ax.set_ylabel("CPU µs per task, all processes (median, log scale)")
+    ax.set_title("no-op tasks: CPU per task per system")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,6 @@ clawd runs a distributor and N ``--role worker`` processes with ``[worker] concu
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import time
@@ -30,7 +29,7 @@ from rich.table import Table
 
 from bench import peer_bench
 from bench.clawd_bench import Cluster
-from bench.infra import Mosquitto, Redis, cpu_seconds, own_cpu, stop, workdir
+from bench.infra import Mosquitto, cpu_seconds, own_cpu, stop, workdir
 from bench.mqtt_producer import Producer
 
 DEFAULT_NS = (2, 8, 32, 64)
@@ -41,8 +40,14 @@ MIXES: dict[str, Callable[[int], float]] = {
     "mixed": lambda i: 0.5 if i % 10 == 0 else 0.005,
 }
 TOPIC = "clawd/tasks/normal"
-SYSTEMS = ("clawd", "celery", "dramatiq")
-LABELS = {"clawd": "clawd", "celery": "Celery (fair, prefetch 1)", "dramatiq": "Dramatiq"}
+SYSTEMS = ("clawd", *peer_bench.KINDS)
+LABELS = {
+    "clawd": "clawd",
+    "celery": "Celery + Redis (fair, prefetch 1)",
+    "celery-rabbitmq": "Celery + RabbitMQ (fair, prefetch 1)",
+    "dramatiq": "Dramatiq",
+    "rq": "RQ",
+}
 
 
 def ideal_seconds(tasks: int, workers: int, mix: str) -> float:
@@ -103,7 +108,11 @@ def run_clawd(
                     row["efficiency"].append(eff)
                     row["distributor_cpu_us"].append(used / tasks * 1e6)
                     row["total_cpu_us"].append(total / tasks * 1e6)
-                    log(f"  clawd N={n} {mix} run {i + 1}/{runs}: efficiency {eff:.3f}")
+                    log(
+                        f"  clawd N={n} {mix} run {i + 1}/{runs}: efficiency {eff:.3f}, "
+                        f"CPU µs/task: distributor {used / tasks * 1e6:.0f}, "
+                        f"all {total / tasks * 1e6:.0f}"
+                    )
                 out[mix] = row
             finally:
                 prod.close()
@@ -123,6 +132,7 @@ PEER_WORKERS = {
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ],
     "dramatiq": lambda n: ["-m", "dramatiq", "dramatiq_app", "-p", str(n), "-t", "1"],
+    "rq": lambda n: ["-m", "rq.cli", "worker-pool", "-n", str(n), "-l", "WARNING"],
 }  # fmt: skip
 
 
@@ -135,31 +145,30 @@ def run_peer(
     log: Callable[[str], None],
     per_worker: int = PER_WORKER,
 ) -> dict[str, Any]:
-    redis = Redis(tmp / f"{which}-scale{n}").start()
-    env = {
-        **os.environ,
-        "BENCH_REDIS_URL": redis.url,
-        "PYTHONPATH": str(peer_bench.PEERS),
-        "BENCH_ACKS_LATE": "1",
-    }
-    env.pop("PYTHONHOME", None)
+    side = peer_bench.KINDS[which][0]
+    broker = peer_bench.PeerBroker(which, tmp / f"{which}-scale{n}")
+    env = peer_bench.peer_env(broker, {"BENCH_ACKS_LATE": "1"})
+    args = PEER_WORKERS[side](n)
+    if side == "rq":
+        args += ["-u", env["BENCH_REDIS_URL"]]
     wlog = open(tmp / f"{which}-scale{n}.log", "wb")  # noqa: SIM115 - closed below
     worker = subprocess.Popen(
-        [str(peer_bench.python()), *PEER_WORKERS[which](n)],
+        [str(peer_bench.python()), *args],
         cwd=peer_bench.PEERS,
         env=env,
         stdout=wlog,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    env["BENCH_CPU_PIDS"] = peer_bench.cpu_roles(broker, worker)
     out: dict[str, Any] = {}
     try:
         for mix in mixes:
-            row: dict[str, list[float]] = {"efficiency": []}
+            row: dict[str, list[float]] = {"efficiency": [], "total_cpu_us": []}
             for i in range(runs):
                 tasks = n * per_worker
                 r = subprocess.run(
-                    [str(peer_bench.python()), "scale_client.py", which, str(tasks), mix],
+                    [str(peer_bench.python()), "scale_client.py", side, str(tasks), mix],
                     cwd=peer_bench.PEERS,
                     env=env,
                     capture_output=True,
@@ -168,15 +177,19 @@ def run_peer(
                 )
                 if r.returncode != 0:
                     raise RuntimeError(f"{which} scale client failed:\n{r.stderr[-2000:]}")
-                seconds = json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
-                eff = ideal_seconds(tasks, n, mix) / seconds
+                got = json.loads(r.stdout.strip().splitlines()[-1])
+                eff = ideal_seconds(tasks, n, mix) / got["seconds"]
                 row["efficiency"].append(eff)
-                log(f"  {which} N={n} {mix} run {i + 1}/{runs}: efficiency {eff:.3f}")
+                row["total_cpu_us"].append(got["cpu_us"]["total"])
+                log(
+                    f"  {which} N={n} {mix} run {i + 1}/{runs}: efficiency {eff:.3f}, "
+                    f"CPU µs/task: all {got['cpu_us']['total']:.0f}"
+                )
             out[mix] = row
     finally:
         stop(worker, timeout=30)  # type: ignore[arg-type]
         wlog.close()
-        redis.stop()
+        broker.stop()
     return out
 
 
@@ -220,6 +233,20 @@ def _spread(values: list[float], fmt: str) -> str:
     return f"{min(values):{fmt}} / {statistics.median(values):{fmt}} / {max(values):{fmt}}"
 
 
+def _cells(results: dict[str, Any], n: int, mix: str, key: str, fmt: str) -> list[str]:
+    cells = []
+    for system in SYSTEMS:
+        if system not in results:
+            continue
+        r = results[system]
+        if "skipped" in r:
+            cells.append(f"skipped: {r['skipped']}"[:40])
+            continue
+        cell = r.get(n, {}).get(mix)
+        cells.append(_spread(cell.get(key, []), fmt) if cell else "-")
+    return cells
+
+
 def render(console: Console, results: dict[str, Any]) -> None:
     mixes = [
         m
@@ -232,34 +259,32 @@ def render(console: Console, results: dict[str, Any]) -> None:
             title=f"scale-out, {mix} tasks ({what}), all submitted at once: "
             "efficiency = tasks/s / ideal; min / median / max"
         )
+        c = Table(
+            title=f"scale-out, {mix} tasks: CPU µs per task of every process (broker, "
+            "workers, producer; clawd's distributor); min / median / max"
+        )
         t.add_column("workers", justify="right")
+        c.add_column("workers", justify="right")
         for system in SYSTEMS:
             if system in results:
                 t.add_column(LABELS[system], justify="right")
+                c.add_column(LABELS[system], justify="right")
         t.add_column("clawd distributor CPU µs/task", justify="right")
-        t.add_column("clawd all processes CPU µs/task", justify="right")
         for n, row in results["clawd"].items():
-            cells = []
-            for system in SYSTEMS:
-                if system not in results:
-                    continue
-                r = results[system]
-                if "skipped" in r:
-                    cells.append(f"skipped: {r['skipped']}"[:40])
-                    continue
-                cell = r.get(n, {}).get(mix)
-                cells.append(_spread(cell["efficiency"], ".3f") if cell else "-")
             cpu = row[mix]["distributor_cpu_us"]
-            total = row[mix].get("total_cpu_us", [])
-            t.add_row(str(n), *cells, _spread(cpu, ".0f"), _spread(total, ".0f"))
+            t.add_row(str(n), *_cells(results, n, mix, "efficiency", ".3f"), _spread(cpu, ".0f"))
+            c.add_row(str(n), *_cells(results, n, mix, "total_cpu_us", ",.0f"))
         console.print(t)
+        console.print(c)
 
 
 @click.command()
 @click.option("--n", "ns", default="2,8,32,64", show_default=True, help="Worker counts.")
 @click.option("--runs", default=3, show_default=True)
 @click.option("--mix", "mixes", default="uniform,mixed", show_default=True)
-@click.option("--peers", default="", help="Also: celery,dramatiq (from bench/.venv).")
+@click.option(
+    "--peers", default="", help="Also: celery,celery-rabbitmq,dramatiq,rq (from bench/.venv)."
+)
 @click.option("--per-worker", default=PER_WORKER, show_default=True, help="Tasks per worker.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write results.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Also write a PNG (matplotlib).")

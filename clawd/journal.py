@@ -300,14 +300,19 @@ class Journal:
         try:
             if self._forget:
                 db.executemany("DELETE FROM tasks WHERE id=?", self._forget)
+            attempts = self._attempts
             if self._adds:
-                db.executemany(
-                    "INSERT OR IGNORE INTO tasks(id, lane, type, state, body, reply, submitted_at)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    self._adds,
+                rows, attempts = _fold_attempts(self._adds, attempts)
+                cur = db.executemany(
+                    "INSERT OR IGNORE INTO tasks(id, lane, type, state, body, reply, submitted_at,"
+                    " attempts) VALUES (?,?,?,?,?,?,?,?)",
+                    rows,
                 )
-            if self._attempts:
-                db.executemany("UPDATE tasks SET attempts=? WHERE id=?", self._attempts)
+                # (rows inserted, summed over the batch, on sqlite3 and psycopg alike)
+                if cur.rowcount != len(rows):
+                    attempts = self._attempts  # a row was already there: update every one
+            if attempts:
+                db.executemany("UPDATE tasks SET attempts=? WHERE id=?", attempts)
             if self._finished:
                 db.executemany(
                     "UPDATE tasks SET state=?, result=?, history=?, finished_at=?, published=0"
@@ -621,3 +626,18 @@ def exists(where: Path | str) -> bool:
 def open_readonly(path: Path | str) -> Journal:
     """A journal for the CLI's reads beside a running distributor (WAL lets both in)."""
     return Journal(path, fsync=False)
+
+
+def _fold_attempts(
+    adds: list[tuple[Any, ...]], attempts: list[tuple[int, str]]
+) -> tuple[list[tuple[Any, ...]], list[tuple[int, str]]]:
+    """Insert rows with their attempt count, and the updates still needed.
+
+    A task admitted and dispatched in the same turn (the usual case under load) is
+    written once, with its attempt count, instead of an INSERT and an UPDATE."""
+    if not attempts:
+        return [(*row, 0) for row in adds], attempts
+    latest = dict((task_id, attempt) for attempt, task_id in attempts)  # the last one wins
+    rows = [(*row, latest.get(row[0], 0)) for row in adds]
+    added = {row[0] for row in adds}
+    return rows, [(a, task_id) for a, task_id in attempts if task_id not in added]

@@ -5,6 +5,11 @@ Two speed-ups reach into paho's internals:
 - **buffered socket**: a client class whose private ``_create_socket`` wraps paho's socket
   in a :class:`~clawd.sockbuf.BufferedSocket` (one system call for many packets). It is a
   subclass, so it applies per client: only the clients clawd makes get it.
+- **shared reason-code names**: paho's ``ReasonCode.__init__`` copies its whole table of
+  reason names (``dict(type(self).names)``, from a read-only mapping) for every PUBACK it
+  reads, though nothing ever writes to the copy: every instance now refers to the class's
+  table. Process-wide like the
+  property tables, checked against paho's own constructor before it is installed.
 - **shared property tables**: paho's ``Properties.__init__`` rebuilds three lookup tables
   (about 8 µs) for every PUBLISH and PUBACK it reads, and ``clear()`` probes all 27
   property names: together a sixth of the distributor's CPU under load. The tables never
@@ -26,7 +31,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +61,9 @@ class Paho:
     client: type[Any]
     properties: type[Any]
     publish_type: int
+    #: paho's ReasonCode class and the DISCONNECT packet type its constructor special-cases
+    reason_code: type[Any] | None = None
+    disconnect_type: int = 14
 
 
 def version_gate(version: str) -> str | None:
@@ -88,8 +96,10 @@ class Compat:
         self.enabled = why is None
         if self.enabled:
             _share_tables(paho)
+            _share_reason_names(paho)
         else:
             _restore_tables(paho)
+            _restore_reason_names(paho)
             _note(why or "", logging.INFO if enabled is False else logging.WARNING)
 
     def client_class(self) -> type:
@@ -201,6 +211,80 @@ def _restore_tables(paho: Paho) -> None:
         setattr(cls, "__init__", original[0])  # noqa: B010 - a method, put back
         setattr(cls, "clear", original[1])  # noqa: B010
         cls._clawd_shared = False  # type: ignore[attr-defined]
+
+
+# -- the reason-code names ---------------------------------------------------------------
+
+#: paho's own ReasonCode.__init__, kept to undo the speed-up
+_REASON_INIT: dict[type, Callable[..., None]] = {}
+#: (packet type, name, identifier) constructions compared with paho's own in the check
+_REASON_SAMPLES = (
+    (4, "Success", -1),
+    (4, "Success", 0x10),
+    (4, "Success", 0x87),
+    (14, "Success", -1),
+    (14, "Success", 0x8E),
+    (9, "Granted QoS 1", -1),
+)
+
+
+def _reason_init(cls: type[Any], disconnect: int) -> Callable[..., None]:
+    names = cls.names
+
+    def __init__(self: Any, packetType: int, aName: str = "Success", identifier: int = -1) -> None:
+        self.names = names  # read-only (a mapping proxy): paho's copy was never written to
+        self.packetType = packetType
+        if identifier == -1:
+            if packetType == disconnect and aName == "Success":
+                aName = "Normal disconnection"
+            self.set(aName)
+        else:
+            self.value = identifier
+            self.getName()  # paho's check that the code is valid for the packet type
+
+    return __init__
+
+
+def _reason_check(cls: type[Any], init: Callable[..., None]) -> bool:
+    """Our constructor gives what paho's gives on the samples, and unpacks alike."""
+    if not isinstance(getattr(cls, "names", None), Mapping):
+        return False
+    try:
+        for packet, name, ident in _REASON_SAMPLES:
+            theirs = cls(packet, name, ident)
+            ours = object.__new__(cls)
+            init(ours, packet, name, ident)
+            if (ours.value, ours.getName(), ours.packetType) != (
+                theirs.value,
+                theirs.getName(),
+                theirs.packetType,
+            ):
+                return False
+            ours.unpack(bytes([theirs.value]))
+            if ours != theirs:
+                return False
+    except Exception:  # a paho that differs in a way the check did not foresee
+        return False
+    return True
+
+
+def _share_reason_names(paho: Paho) -> None:
+    cls = paho.reason_code
+    if cls is None or cls in _REASON_INIT:
+        return
+    init = _reason_init(cls, paho.disconnect_type)
+    if not _reason_check(cls, init):
+        log.info("paho's ReasonCode differs from the one shared names were written for: left as is")
+        return
+    _REASON_INIT[cls] = cls.__init__
+    setattr(cls, "__init__", init)  # noqa: B010 - a method, replaced
+
+
+def _restore_reason_names(paho: Paho) -> None:
+    cls = paho.reason_code
+    original = _REASON_INIT.pop(cls, None) if cls is not None else None
+    if original is not None:
+        setattr(cls, "__init__", original)  # noqa: B010 - a method, put back
 
 
 _noted: set[str] = set()

@@ -34,6 +34,7 @@ from paho.mqtt import __version__ as paho_version
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from clawd import connack, paho_compat
 from clawd.connack import Limits
@@ -76,6 +77,8 @@ PAHO = paho_compat.Paho(
     client=mqtt.Client,
     properties=Properties,
     publish_type=PacketTypes.PUBLISH,
+    reason_code=ReasonCode,
+    disconnect_type=PacketTypes.DISCONNECT,
 )
 
 
@@ -225,8 +228,6 @@ class Transport:
         props = None
         if will:
             # reason code 0x04: "disconnect with will message"
-            from paho.mqtt.reasoncodes import ReasonCode
-
             rc = ReasonCode(PacketTypes.DISCONNECT, identifier=4)
             self._client.disconnect(reasoncode=rc, properties=props)
         else:

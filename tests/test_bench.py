@@ -33,6 +33,11 @@ def test_quick_bench_reports_raw_and_clawd_rows(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert set(doc["results"]) == {"raw", "clawd"}
     assert doc["results"]["clawd"]["throughput"][0] > 0
+    for system in ("raw", "clawd"):  # the CPU per task table: every process, by role
+        cpu = doc["results"][system]["cpu_us"]
+        assert set(cpu) == {"producer", "broker", "distributor", "workers", "total"}
+        assert cpu["total"][0] > 0
+    assert "CPU µs per task, all processes" in proc.stdout
     assert "celery" not in proc.stdout.lower()
 
 
@@ -89,7 +94,60 @@ def test_plot_merges_saved_results(tmp_path: Path) -> None:
         s: {"2": {"uniform": {"efficiency": [0.9]}}, "8": {"uniform": {"efficiency": [0.8]}}}
         for s in ("clawd", "celery")
     }
-    (tmp_path / "a.json").write_text(json.dumps({"results": {"realistic": real}}))
+    peers = {"rq": {"throughput": [1.0], "cpu_us": {"total": [900.0]}}}
+    (tmp_path / "a.json").write_text(json.dumps({"results": {"realistic": real, **peers}}))
     (tmp_path / "b.json").write_text(json.dumps({"scaleout": scale}))
     main([str(tmp_path / "out.png"), str(tmp_path / "a.json"), str(tmp_path / "b.json")])
     assert (tmp_path / "out.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_peer_cpu_meter_counts_a_tree_and_its_reaped_children(monkeypatch) -> None:
+    """bench/peers/cpu.py: a role's CPU is that of its whole process tree, reaped
+    children included (RQ's work horses live one job each)."""
+    sys.path.insert(0, str(ROOT / "bench" / "peers"))
+    try:
+        import cpu  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    code = (
+        "import subprocess, sys; sys.stdin.readline(); "
+        "subprocess.run([sys.executable, '-c', 'sum(range(2*10**7))']); "
+        "print('done', flush=True); sys.stdin.read()"
+    )
+    root = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        monkeypatch.setenv("BENCH_CPU_PIDS", f"workers={root.pid};broker=")
+        meter = cpu.Meter()
+        assert meter.roots == {"workers": [root.pid], "broker": []}
+        meter.start()
+        assert root.pid in meter.trees["workers"]
+        root.stdin.write("go\n")  # type: ignore[union-attr]
+        root.stdin.flush()  # type: ignore[union-attr]
+        assert root.stdout.readline().strip() == "done"  # type: ignore[union-attr]
+        us = meter.stop(tasks=1)
+        assert set(us) == {"workers", "broker", "producer", "total"}
+        # the grandchild's sum, done and reaped inside the measured stretch
+        assert us["workers"] > 50_000 and us["broker"] == 0
+        assert us["total"] == pytest.approx(us["workers"] + us["broker"] + us["producer"])
+    finally:
+        root.stdin.close()  # type: ignore[union-attr]
+        root.wait(30)
+
+
+def test_micro_benchmarks_run() -> None:
+    """bench/micro.py: the instruction-count micro-benchmarks still run (and leave
+    clawd's paho speed-ups as the process had them)."""
+    from click.testing import CliRunner
+
+    from bench.micro import main
+    from clawd.paho_compat import Compat
+    from clawd.transport import PAHO
+
+    runner = CliRunner()
+    try:
+        for args in (["journal", "60"], ["reasoncode", "10"], ["reasoncode", "10", "--plain"]):
+            result = runner.invoke(main, args)
+            assert result.exit_code == 0, (args, result.output, result.exception)
+    finally:
+        Compat(PAHO, True)

@@ -71,6 +71,32 @@ def test_a_result_stays_in_the_outbox_until_published(where: Path | str) -> None
     assert j.outbox() == []
 
 
+def test_attempts_staged_with_the_admission_are_written_with_the_row(where: Path | str) -> None:
+    """A task admitted and dispatched in one commit is inserted with its attempt count;
+    one dispatched again later, or whose row already existed, is updated."""
+    j = Journal(where)
+
+    def task(i: str) -> Task:
+        return Task(id=i, type="compute", lane="normal", input="1", submitted_at=1.0)
+
+    j.add(task("a"), None)
+    j.add(task("b"), None)
+    j.dispatched("a", 1)
+    j.dispatched("a", 2)  # the last attempt of the turn wins
+    j.commit()
+    j.add(task("c"), None)
+    j.dispatched("b", 1)  # b's row is from the commit before
+    j.dispatched("c", 1)
+    j.commit()
+    j.add(task("a"), None)  # already there: the insert is ignored, the update still made
+    j.dispatched("a", 3)
+    j.commit()
+    j.close()
+    again = Journal(where)
+    got = {t.id: attempts for _seq, t, attempts, _r, _h in again.open_tasks("normal")}
+    assert got == {"a": 3, "b": 1, "c": 1}
+
+
 def test_lookups_go_in_chunks_and_find_every_known_id(where: Path | str) -> None:
     j = Journal(where)
     for i in range(1200):

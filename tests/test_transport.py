@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from clawd.connection import Endpoint, Options
 from clawd.message import Message
@@ -158,6 +159,27 @@ def test_properties_behave_as_paho_defines_them(paho: bool) -> None:
     assert q.isEmpty() and not p.isEmpty()
     with pytest.raises(Exception, match="does not apply"):
         Properties(PacketTypes.PUBACK).ResponseTopic = "x"
+
+
+def test_reason_codes_behave_as_paho_defines_them(paho: bool) -> None:
+    """With the speed-ups every reason code refers to the class's table of names instead
+    of a copy; names, values, unpacking and refusals stay paho's."""
+    rc = ReasonCode(PacketTypes.PUBACK)
+    assert (rc.value, rc.getName()) == (0, "Success")
+    assert (rc.names is ReasonCode.names) is paho
+    assert ReasonCode(PacketTypes.DISCONNECT).getName() == "Normal disconnection"
+    assert ReasonCode(PacketTypes.DISCONNECT, identifier=4).getName() == (
+        "Disconnect with will message"
+    )
+    assert ReasonCode(PacketTypes.SUBACK, "Granted QoS 1").value == 1
+    got = ReasonCode(PacketTypes.PUBACK)
+    got.unpack(bytes([0x87]))
+    assert (got.value, got.getName(), got.is_failure) == (0x87, "Not authorized", True)
+    with pytest.raises(KeyError):
+        ReasonCode(PacketTypes.PUBACK, "No such reason")
+    with pytest.raises(KeyError):
+        ReasonCode(PacketTypes.PUBACK, identifier=0xFE)
+    assert ReasonCode.names[0]["Success"]  # the shared table was never written to
 
 
 # -- a driven connection --------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The Celery side of the comparison: a no-op task, Redis broker and result backend.
+"""The Celery side of the comparison: a no-op task, Redis broker and result backend, or
+RabbitMQ (``BENCH_BROKER_URL``) with its own reply queues for results (``rpc://``).
 
 Imported by the Celery worker (``celery -A celery_app worker``) and by ``client.py``;
 runs in the bench's own virtualenv, never in clawd's environment.
@@ -8,8 +9,9 @@ import os
 
 from celery import Celery
 
-URL = os.environ["BENCH_REDIS_URL"]
-app = Celery("bench", broker=URL, backend=URL)
+URL = os.environ.get("BENCH_BROKER_URL") or os.environ["BENCH_REDIS_URL"]
+BACKEND = os.environ.get("BENCH_BACKEND_URL") or URL
+app = Celery("bench", broker=URL, backend=BACKEND)
 app.conf.update(
     task_serializer="json",
     result_serializer="json",

@@ -70,6 +70,9 @@ class TaskTable:
 
     def page_in(self, lane: Lane) -> int:
         """Load the next page of a spilled lane from the journal."""
+        # a task that ended this turn is still queued in the journal until the turn's
+        # commit; written first, it is not read back (and run again) as queued
+        self.journal.commit()
         rows = self.journal.open_tasks(lane.name, after=lane.cursor, limit=WINDOW // 2)
         for seq, task, attempts, reply, history in rows:
             lane.cursor = seq

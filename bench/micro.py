@@ -1,0 +1,69 @@
+"""Two micro-benchmarks for instruction counts under callgrind.
+
+``python -m bench.micro journal N``: the journal writes of the realistic path for N
+tasks, 50 per turn: admitted and dispatched in one commit, finished in the next,
+published in the one after. ``python -m bench.micro reasoncode N [--plain]``: N reason
+codes as paho builds one for every PUBACK it reads, with clawd's paho speed-ups (or
+``--plain``: paho as it comes). Run each for N and 5N under
+``valgrind --tool=callgrind`` and divide the difference by 4N: instructions per task or
+per PUBACK, the same on a loaded machine and a quiet one.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+
+TURN = 50
+
+
+@click.group()
+def main() -> None:
+    """Instruction-count micro-benchmarks (run under callgrind)."""
+
+
+@main.command()
+@click.argument("n", type=int)
+def journal(n: int) -> None:
+    """The realistic path's journal writes for N tasks."""
+    from clawd.envelope import Task, result_doc
+    from clawd.journal import Journal
+
+    j = Journal(Path(tempfile.mkdtemp()) / "journal.db", fsync=False)
+    for start in range(0, n, TURN):
+        tasks = [
+            Task(id=f"t{i}", type="compute", lane="normal", input="1+1", submitted_at=1.0)
+            for i in range(start, start + TURN)
+        ]
+        for t in tasks:
+            j.add(t, None)
+            j.dispatched(t.id, 1)
+        j.commit()
+        for t in tasks:
+            j.finish(t.id, "ok", result_doc(t, "ok", attempts=1, result=2), [])
+        j.commit()
+        for t in tasks:
+            j.published(t.id)
+        j.commit()
+    j.close()
+
+
+@main.command()
+@click.argument("n", type=int)
+@click.option("--plain", is_flag=True, help="paho as it comes, without clawd's speed-ups.")
+def reasoncode(n: int, plain: bool) -> None:
+    """N PUBACK reason codes, as paho makes one per PUBACK it parses."""
+    from clawd.paho_compat import Compat
+    from clawd.transport import PAHO
+
+    Compat(PAHO, not plain)
+    cls, puback = PAHO.reason_code, 4
+    assert cls is not None
+    for _ in range(n):
+        cls(puback)
+
+
+if __name__ == "__main__":
+    main()

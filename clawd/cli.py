@@ -252,7 +252,11 @@ def _submit_group(
     """Every envelope of the file a member of one group; wait for the group's result."""
     from clawd.client import submit_many, validate
 
-    env: dict[str, Any] = {"type": "group", "id": group_id, "tasks": _read_envelopes(file)}
+    env: dict[str, Any] = {
+        "type": "group",
+        "id": group_id,
+        "tasks": [env for _, env in _read_envelopes(file)],
+    }
     if then_type is not None:
         env["then"] = {"type": then_type}
     if allow_failures:
@@ -284,8 +288,9 @@ def _submit_group(
         sys.exit(1)
 
 
-def _read_envelopes(file: Any) -> list[dict[str, Any]]:
-    """The JSON object of every non-blank line of a JSONL file, or a clear failure."""
+def _read_envelopes(file: Any) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, JSON object) of every non-blank line of a JSONL file, or a clear
+    failure."""
     envelopes = []
     for n, line in enumerate(file, 1):
         if not line.strip():
@@ -296,7 +301,7 @@ def _read_envelopes(file: Any) -> list[dict[str, Any]]:
             fail(f"{file.name}:{n}: not JSON: {exc}")
         if not isinstance(env, dict):
             fail(f"{file.name}:{n}: expected a JSON object (a task envelope)")
-        envelopes.append(env)
+        envelopes.append((n, env))
     if not envelopes:
         fail(f"{file.name}: no envelopes in it")
     return envelopes
@@ -308,15 +313,7 @@ def _submit_file(cfg: Any, file: Any, timeout: float | None, as_json: bool) -> N
     from clawd.client import submit_many, validate
 
     envelopes = []
-    for n, line in enumerate(file, 1):
-        if not line.strip():
-            continue
-        try:
-            env = json.loads(line)
-        except ValueError as exc:
-            fail(f"{file.name}:{n}: not JSON: {exc}")
-        if not isinstance(env, dict):
-            fail(f"{file.name}:{n}: expected a JSON object (a task envelope)")
+    for n, env in _read_envelopes(file):
         try:
             validate(cfg, env)
         except Rejected as exc:

@@ -21,7 +21,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clawd.distributor.core import SESSION_EXPIRY, Distributor
 from clawd.errors import Deposed
 from clawd.journal import Journal
 from clawd.sim import internals
@@ -173,25 +172,8 @@ class HADistributorNode(DistributorNode):
         s = self.sim
         journal = Journal(self.journal_path, fsync=False)
         journal.db = FencedSqlite(journal.db, self.lead)
-        d = self.d = Distributor(s.config, s.plugins, journal)
-        d.outbox.epoch = self.lead.epoch or 0
-        d.recover()
-        dispatched = {
-            task_id: max(a for a, _ in seen) for task_id, seen in s.ledger.dispatches.items()
-        }
-        for problem in internals.recovery(d, dispatched):
-            s.ledger.violation(problem)
         s.distributor = self
-        t = self.transport = self.transport_for(
-            f"clawd-distributor-{s.config.broker.prefix}",
-            d.on_message,
-            subscriptions=d.subscriptions(),
-            clean_start=False,
-            session_expiry=SESSION_EXPIRY,
-            manual_ack=True,
-        )
-        d.attach(t)
-        self.boot()
+        self.run_on(journal, self.lead.epoch or 0)
 
     def step(self) -> None:
         assert self.d is not None

@@ -114,10 +114,16 @@ class DistributorNode(Node):
         self.wake = 0.0
 
     def start(self) -> None:
-        s = self.sim
-        journal = Journal(self.journal_path, fsync=False)
         self.wake = 0.0
+        self.run_on(Journal(self.journal_path, fsync=False))
+
+    def run_on(self, journal: Journal, epoch: int = 0) -> Distributor:
+        """A distributor on ``journal`` (its dispatches marked ``epoch``): recovered
+        (checked against what the ledger saw dispatched), connected with its persistent
+        session, booted."""
+        s = self.sim
         d = self.d = Distributor(s.config, s.plugins, journal)
+        d.outbox.epoch = epoch
         d.recover()
         dispatched = {
             task_id: max(a for a, _ in seen) for task_id, seen in s.ledger.dispatches.items()
@@ -134,6 +140,7 @@ class DistributorNode(Node):
         )
         d.attach(t)
         self.boot()
+        return d
 
     def step(self) -> None:
         assert self.d is not None

@@ -157,14 +157,19 @@ class Daemon:
         return self.proc.returncode
 
 
-@pytest.fixture
-def clawd_env(tmp_path: Path) -> dict[str, str]:
+def daemon_env(**extra: str) -> dict[str, str]:
+    """This environment without clawd's and systemd's variables, this checkout first on
+    the path, and ``extra``: what a test's clawd process starts from."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("CLAWD_", "NOTIFY_", "WATCHDOG_"))
     }
     env["PYTHONPATH"] = str(ROOT)
-    env["CLAWD_STATE_DIR"] = str(tmp_path / "state")
-    return env
+    return {**env, **extra}
+
+
+@pytest.fixture
+def clawd_env(tmp_path: Path) -> dict[str, str]:
+    return daemon_env(CLAWD_STATE_DIR=str(tmp_path / "state"))
 
 
 @pytest.fixture

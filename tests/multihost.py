@@ -31,7 +31,7 @@ from typing import Any
 
 from clawd.envelope import decode
 from clawd.systemd import NotifyListener
-from tests.conftest import MOSQUITTO, ROOT, wait_until
+from tests.conftest import MOSQUITTO, ROOT, daemon_env, wait_until
 from tests.faults.harness import Expect, Run, Scenario, classify
 from tests.netns import Host, Network
 
@@ -270,13 +270,7 @@ class MultiHost:
         shutil.copy(ROOT / "tests" / "dropins" / "testing.py", plugins / "testing.py")
         plugins.chmod(0o755)
         self.plugins = plugins
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("CLAWD_", "NOTIFY_", "WATCHDOG_"))
-        }
-        self.env["PYTHONPATH"] = str(ROOT)
-        self.env["CLAWD_TEST_EXEC_LOG"] = str(self.exec_log)
+        self.env = daemon_env(CLAWD_TEST_EXEC_LOG=str(self.exec_log))
 
     # -- starting ------------------------------------------------------------------------
 

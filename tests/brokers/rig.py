@@ -25,7 +25,7 @@ import msgspec
 
 from clawd.config_schema import BrokerConfig
 from tests.brokers.base import Server
-from tests.conftest import ROOT, Daemon
+from tests.conftest import ROOT, Daemon, daemon_env
 
 #: clawd knows ``[broker] protocol`` (MQTT 3.1.1 and the fallback from v5)
 HAS_PROTOCOL = "protocol" in {f.name for f in msgspec.structs.fields(BrokerConfig)}
@@ -72,13 +72,7 @@ class Rig:
             f'{broker}\n[daemon]\nstate_dir = "{self.dir / "state"}"\n'
             f'plugin_dirs = ["{plugins}"]\nlog_level = "info"\n{CONFIG}'
         )
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("CLAWD_", "NOTIFY_", "WATCHDOG_"))
-        }
-        self.env["PYTHONPATH"] = str(ROOT)
-        self.env["CLAWD_TEST_EXEC_LOG"] = str(self.exec_log)
+        self.env = daemon_env(CLAWD_TEST_EXEC_LOG=str(self.exec_log))
         self.daemons: list[Daemon] = []
         self.distributor: Daemon | None = None
         self.workers: dict[str, Daemon] = {}

@@ -24,7 +24,7 @@ from clawd.connection import Endpoint, Options
 from clawd.envelope import decode, encode
 from clawd.message import Delivery, Message
 from clawd.transport import Transport
-from tests.conftest import ROOT, Broker, Daemon, wait_until
+from tests.conftest import ROOT, Broker, Daemon, daemon_env, wait_until
 
 DEFAULT_CONFIG = """
 [worker]
@@ -69,13 +69,7 @@ class Cluster:
             f'[daemon]\nstate_dir = "{self.dir / "state"}"\nplugin_dirs = ["{plugins}"]\n'
             f'log_level = "info"\n{DEFAULT_CONFIG}{extra_config}'
         )
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("CLAWD_", "NOTIFY_", "WATCHDOG_"))
-        }
-        self.env["PYTHONPATH"] = str(ROOT)
-        self.env["CLAWD_TEST_EXEC_LOG"] = str(self.exec_log)
+        self.env = daemon_env(CLAWD_TEST_EXEC_LOG=str(self.exec_log))
         self.distributor: Daemon | None = None
         self.workers: dict[str, Daemon | None] = {f"w{i + 1}": None for i in range(workers)}
         #: worker id -> pids it has had, in order (exec log lines name the pid)

@@ -27,7 +27,8 @@ KILL_AT = 100
 def _executed(log: Path) -> dict[str, int]:
     runs: dict[str, int] = {}
     if log.exists():
-        for line in log.read_text().splitlines():
+        # complete lines only: a worker may be writing the last one right now
+        for line in log.read_text().split("\n")[:-1]:
             if line.strip():
                 tid = json.loads(line)["id"]
                 runs[tid] = runs.get(tid, 0) + 1

@@ -157,6 +157,14 @@ class Daemon:
         return self.proc.returncode
 
 
+def json_lines(path: Path) -> list[Any]:
+    """The complete lines of a JSON-lines file that a running process may be appending
+    to: a last line without its newline is still being written, and is left out."""
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().split("\n")[:-1] if x.strip()]
+
+
 def daemon_env(**extra: str) -> dict[str, str]:
     """This environment without clawd's and systemd's variables, this checkout first on
     the path, and ``extra``: what a test's clawd process starts from."""

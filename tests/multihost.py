@@ -31,7 +31,7 @@ from typing import Any
 
 from clawd.envelope import decode
 from clawd.systemd import NotifyListener
-from tests.conftest import MOSQUITTO, ROOT, daemon_env, wait_until
+from tests.conftest import MOSQUITTO, ROOT, daemon_env, json_lines, wait_until
 from tests.faults.harness import Expect, Run, Scenario, classify
 from tests.netns import Host, Network
 
@@ -359,9 +359,7 @@ class MultiHost:
         return self.producer
 
     def executions(self) -> list[dict[str, Any]]:
-        if not self.exec_log.exists():
-            return []
-        return [json.loads(x) for x in self.exec_log.read_text().splitlines() if x.strip()]
+        return json_lines(self.exec_log)
 
     def logs(self) -> str:
         return "\n".join(

@@ -11,14 +11,13 @@ A cluster that shares sessions needs none."""
 
 from __future__ import annotations
 
-import json
 import signal
 from pathlib import Path
 
 from clawd.connection import Endpoint, Options
 from clawd.envelope import encode
 from clawd.transport import Transport
-from tests.conftest import Broker, client_id, wait_until
+from tests.conftest import Broker, client_id, json_lines, wait_until
 
 N = 300
 KILL_AT = 100
@@ -26,12 +25,8 @@ KILL_AT = 100
 
 def _executed(log: Path) -> dict[str, int]:
     runs: dict[str, int] = {}
-    if log.exists():
-        # complete lines only: a worker may be writing the last one right now
-        for line in log.read_text().split("\n")[:-1]:
-            if line.strip():
-                tid = json.loads(line)["id"]
-                runs[tid] = runs.get(tid, 0) + 1
+    for run in json_lines(log):  # a worker may be writing the last line right now
+        runs[run["id"]] = runs.get(run["id"], 0) + 1
     return runs
 
 

@@ -25,7 +25,7 @@ import msgspec
 
 from clawd.config_schema import BrokerConfig
 from tests.brokers.base import Server
-from tests.conftest import ROOT, Daemon, daemon_env
+from tests.conftest import ROOT, Daemon, daemon_env, json_lines
 
 #: clawd knows ``[broker] protocol`` (MQTT 3.1.1 and the fallback from v5)
 HAS_PROTOCOL = "protocol" in {f.name for f in msgspec.structs.fields(BrokerConfig)}
@@ -116,9 +116,7 @@ class Rig:
         )
 
     def executions(self) -> list[dict[str, Any]]:
-        if not self.exec_log.exists():
-            return []
-        return [json.loads(x) for x in self.exec_log.read_text().splitlines() if x.strip()]
+        return json_lines(self.exec_log)
 
     # -- shell ---------------------------------------------------------------------------
 

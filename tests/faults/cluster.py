@@ -9,7 +9,6 @@ can kill a worker as often as it likes.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -24,7 +23,7 @@ from clawd.connection import Endpoint, Options
 from clawd.envelope import decode, encode
 from clawd.message import Delivery, Message
 from clawd.transport import Transport
-from tests.conftest import ROOT, Broker, Daemon, daemon_env, wait_until
+from tests.conftest import ROOT, Broker, Daemon, daemon_env, json_lines, wait_until
 
 DEFAULT_CONFIG = """
 [worker]
@@ -207,9 +206,7 @@ class Cluster:
     # -- reading what happened -----------------------------------------------------------
 
     def executions(self) -> list[dict[str, Any]]:
-        if not self.exec_log.exists():
-            return []
-        return [json.loads(x) for x in self.exec_log.read_text().splitlines() if x.strip()]
+        return json_lines(self.exec_log)
 
     def logs(self) -> str:
         return "\n".join(

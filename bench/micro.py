@@ -1,4 +1,4 @@
-"""Two micro-benchmarks for instruction counts under callgrind.
+"""Micro-benchmarks: two for instruction counts under callgrind, one timed in CPU.
 
 ``python -m bench.micro journal N``: the journal writes of the realistic path for N
 tasks, 50 per turn: admitted and dispatched in one commit, finished in the next,
@@ -6,13 +6,16 @@ published in the one after. ``python -m bench.micro reasoncode N [--plain]``: N 
 codes as paho builds one for every PUBACK it reads, with clawd's paho speed-ups (or
 ``--plain``: paho as it comes). Run each for N and 5N under
 ``valgrind --tool=callgrind`` and divide the difference by 4N: instructions per task or
-per PUBACK, the same on a loaded machine and a quiet one.
+per PUBACK, the same on a loaded machine and a quiet one. ``python -m bench.micro pool N
+[--executor]``: N jobs through the worker's thread pool, or through the standard
+library's ``ThreadPoolExecutor``: CPU µs per job.
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -63,6 +66,36 @@ def reasoncode(n: int, plain: bool) -> None:
     assert cls is not None
     for _ in range(n):
         cls(puback)
+
+
+@main.command()
+@click.argument("n", type=int)
+@click.option("--executor", is_flag=True, help="concurrent.futures.ThreadPoolExecutor instead.")
+def pool(n: int, executor: bool) -> None:
+    """N jobs through the worker's thread pool (6 threads), timed in CPU."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clawd.worker.pool import Threads
+
+    done = threading.Event()
+    count = [0]
+
+    def job() -> None:
+        count[0] += 1
+        if count[0] == n:
+            done.set()
+
+    runner: Any = ThreadPoolExecutor(max_workers=6) if executor else Threads(6)
+    start = time.process_time()
+    for _ in range(n):
+        runner.submit(job)
+    done.wait()
+    used = time.process_time() - start
+    runner.shutdown()
+    kind = "ThreadPoolExecutor" if executor else "clawd.worker.pool.Threads"
+    click.echo(f"{kind}: {used / n * 1e6:.2f} µs of CPU per job ({n:,} jobs)")
 
 
 if __name__ == "__main__":

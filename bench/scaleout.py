@@ -95,22 +95,28 @@ def run_clawd(
                 row: dict[str, list[float]] = {
                     "efficiency": [],
                     "distributor_cpu_us": [],
+                    "workers_cpu_us": [],
                     "total_cpu_us": [],
                 }
-                others = [w.pid for w in cluster.workers] + ([broker_pid] if broker_pid else [])
+                workers = [w.pid for w in cluster.workers]
+                others = workers + ([broker_pid] if broker_pid else [])
                 for i in range(runs):
                     tasks = n * per_worker
                     cpu, rest, mine = cpu_seconds(d.pid), _cpu(others), own_cpu()
+                    ran = _cpu(workers)
                     rate = prod.throughput(tasks)
                     used = cpu_seconds(d.pid) - cpu
+                    ran = _cpu(workers) - ran
                     total = used + _cpu(others) - rest + own_cpu() - mine
                     eff = ideal_seconds(tasks, n, mix) / (tasks / rate)
                     row["efficiency"].append(eff)
                     row["distributor_cpu_us"].append(used / tasks * 1e6)
+                    row["workers_cpu_us"].append(ran / tasks * 1e6)
                     row["total_cpu_us"].append(total / tasks * 1e6)
                     log(
                         f"  clawd N={n} {mix} run {i + 1}/{runs}: efficiency {eff:.3f}, "
                         f"CPU µs/task: distributor {used / tasks * 1e6:.0f}, "
+                        f"workers {ran / tasks * 1e6:.0f}, "
                         f"all {total / tasks * 1e6:.0f}"
                     )
                 out[mix] = row

@@ -142,7 +142,7 @@ class Worker:
             # running tasks finish on the old pool's threads; new ones go to a pool sized
             # for the new limit
             old_pool, self.pool = self.pool, Pool(high)
-            old_pool.executor.shutdown(wait=False)
+            old_pool.executor.shutdown()
             log.info("concurrency %d (between %d and %d) after reload", self.capacity, low, high)
         self.announce()  # handlers, capabilities, lanes and capacity may have changed
 

@@ -273,6 +273,12 @@ def _ok(yes: bool) -> str:
     help="Worker counts of the scale-out rows (with --only ...,scaleout).",
 )
 @click.option(
+    "--scale-peers",
+    default=None,
+    help="The peers of the scale-out rows, if not every peer in --only (RQ forks a process "
+    "per job: at 64 workers its scale-out alone takes most of half an hour).",
+)
+@click.option(
     "--plot",
     "plot_out",
     type=click.Path(dir_okay=False),
@@ -291,10 +297,11 @@ def main(
     json_out: str | None,
     keep: bool,
     scale_n: str,
+    scale_peers: str | None,
     plot_out: str | None,
 ) -> None:
+    """Benchmark clawd against raw paho, Celery, Dramatiq and RQ on private brokers."""
     clawd_bench.JOURNAL_SYNC = journal_sync
-    """Benchmark clawd against raw paho, Celery and Dramatiq on a private broker."""
     chosen = [s.strip() for s in only.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(SYSTEMS))
     if unknown:
@@ -368,7 +375,11 @@ def main(
             ns = [int(x) for x in scale_n.split(",") if x.strip()]
             results["scaleout"] = scaleout.run_all(
                 tmp, broker, ns[:1] if quick else ns, runs, note,
-                peers=[p for p in PEERS if p in chosen],
+                peers=[
+                    p
+                    for p in PEERS
+                    if p in chosen and (scale_peers is None or p in scale_peers.split(","))
+                ],
                 per_worker=5 if quick else scaleout.PER_WORKER,
             )  # fmt: skip
         if "backlog" in chosen:

@@ -103,7 +103,7 @@ class Wire:
 class InlineExecutor:
     """Runs a submitted call at once on the caller's thread (for profiling)."""
 
-    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+    def submit(self, fn: Callable[[], Any], eager: bool = False) -> Future[Any]:
         fn()
         f: Future[Any] = Future()
         f.set_result(None)
@@ -111,6 +111,9 @@ class InlineExecutor:
 
     def shutdown(self, **kw: Any) -> None:
         pass
+
+    def spill(self) -> float | None:
+        return None
 
 
 def load_config(workdir: Path, name: str, extra: str = "") -> Any:

@@ -9,6 +9,7 @@ loops keep turning (and reconnecting) through it, so systemd has no reason to ki
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -130,6 +131,11 @@ class Daemon:
         for t in self.transports:
             if not t.wait_subscribed(10):
                 raise BrokerError(f"broker at {t.endpoint} did not acknowledge subscriptions")
+        # what start-up made (modules, plugins, config, recovered tasks) lives as long as the
+        # process: out of the collector's sight, a full collection scans only what came
+        # after (in process, the longest pause went from 34 ms to 2.7 ms; docs/performance.md)
+        gc.collect()
+        gc.freeze()
         for role in self.roles:
             th = threading.Thread(
                 target=self._loop, args=(role,), name=f"clawd-{role}", daemon=True

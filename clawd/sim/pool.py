@@ -35,6 +35,10 @@ class SimPool:
         #: (task id, attempt) of every run this process started
         self.started: set[tuple[str, int]] = set()
 
+    def spill(self) -> float | None:
+        """Nothing ever waits for a thread here."""
+        return None
+
     def submit(
         self,
         spec: HandlerSpec,

@@ -150,7 +150,13 @@ class Worker:
         if self.pending_reload is not None:
             self._apply_reload(*self.pending_reload)
         inbox = self.inbox
-        self.transport.poll(0.0 if inbox else timeout)
+        if inbox:
+            timeout = 0.0
+        else:
+            wait = self.pool.spill()  # jobs queued behind a slow one get threads
+            if wait is not None:
+                timeout = min(timeout, wait)
+        self.transport.poll(timeout)
         handled = 0
         while inbox:
             item = inbox.popleft()

@@ -13,11 +13,11 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import queue
 import signal
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +26,11 @@ from clawd.errors import TaskError, TaskTimeout
 from clawd.handler import HandlerSpec, TaskContext
 
 log = logging.getLogger("clawd.worker")
+
+#: seconds a job waits behind a slow one before it gets a thread of its own
+SPILL = 0.001
+#: a handler whose runs took longer than this on average gets a thread per task at once
+SLOW = 0.0005
 
 #: seconds between looks at whether a ``process`` handler's task was cancelled
 CANCEL_TICK = 0.1
@@ -79,64 +84,111 @@ def _child(spec: HandlerSpec, ctx: TaskContext, conn: Any) -> None:
 
 
 class Threads:
-    """Up to ``limit`` threads, started only when no thread is free, each running the
-    queued jobs in turn.
+    """Up to ``limit`` threads that run queued jobs in turn, one thread per burst of fast
+    jobs and one per job as soon as jobs turn out slow.
 
-    What :class:`~concurrent.futures.ThreadPoolExecutor` does for the pool, without what
-    the pool never uses: a ``Future``, a work item and a semaphore round per job (7.8 µs of
-    CPU a job against 0.6 µs, ``python -m bench.micro pool``). Its threads are daemon
-    threads: a handler that never returns does not keep the process from exiting.
+    A grant of eight tasks woke eight threads, which passed the GIL between them to run
+    jobs of a few microseconds each. Here a burst goes to one thread, which runs its jobs
+    back to back; a job still queued after :data:`SPILL` seconds (the one before it is
+    slow) gets a thread of its own when the owner's loop calls :meth:`spill`, so slow
+    handlers keep their concurrency. A job gets a thread at once when it is ``eager``
+    (known to be slow), or when every busy thread has run its job longer than that.
+
+    What :class:`~concurrent.futures.ThreadPoolExecutor` did for the pool, without what it
+    never used: a ``Future``, a work item and a semaphore round per job (7.8 µs of CPU a
+    job against 0.6 µs, ``python -m bench.micro pool``). The threads are daemon threads: a
+    handler that never returns does not keep the process from exiting.
     """
 
-    def __init__(self, limit: int, name: str = "clawd-task") -> None:
+    def __init__(self, limit: int, name: str = "clawd-task", spill: float = SPILL) -> None:
         self.limit = limit
         self.name = name
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        self.spill_after = spill
+        self._cond = threading.Condition(threading.Lock())
+        #: (job, monotonic time it was queued)
+        self._jobs: deque[tuple[Callable[[], None], float]] = deque()
         self._threads = 0
-        #: threads waiting for a job that no submit has claimed yet
-        self._idle = 0
+        #: threads waiting for a job; notified and not awake yet; started and not at the
+        #: queue yet
+        self._idle = self._notified = self._starting = 0
+        #: when each busy thread's job started, by thread
+        self._since: dict[int, float] = {}
         self._closed = False
 
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
+    def submit(self, job: Callable[[], None], eager: bool = False) -> None:
+        with self._cond:
             if self._closed:
                 raise RuntimeError("the pool is shut down")
-            if self._idle:
-                self._idle -= 1  # that thread takes it
-                start = False
+            now = time.monotonic()
+            self._jobs.append((job, now))
+            coming = self._notified + self._starting
+            if eager:
+                self._provide(len(self._jobs) - coming)
+            elif not coming and not any(t > now - self.spill_after for t in self._since.values()):
+                # no thread is on its way and none runs a job that may end soon: the
+                # burst's runner; the rest of the burst waits for it, or for spill()
+                self._provide(1)
+
+    def spill(self) -> float | None:
+        """Give the jobs that have waited :attr:`spill_after` threads of their own; in how
+        many seconds to look again, or None while no job waits."""
+        with self._cond:
+            jobs = self._jobs
+            if not jobs:
+                return None
+            wait = jobs[0][1] + self.spill_after - time.monotonic()
+            if wait > 0:
+                return wait
+            self._provide(len(jobs) - self._notified - self._starting)
+            return None  # every thread is busy: the jobs go as threads free up
+
+    def _provide(self, n: int) -> None:
+        for _ in range(n):
+            if self._idle > self._notified:
+                self._notified += 1
+                self._cond.notify()  # each notify wakes a waiter not woken yet
+            elif self._threads < self.limit:
+                self._threads += 1
+                self._starting += 1
+                name = f"{self.name}-{self._threads}"
+                threading.Thread(target=self._run, name=name, daemon=True).start()
             else:
-                start = self._threads < self.limit
-                self._threads += start
-        self._jobs.put(job)
-        if start:
-            t = threading.Thread(target=self._run, name=f"{self.name}-{self._threads}", daemon=True)
-            t.start()
+                return
 
     def _run(self) -> None:
-        jobs = self._jobs
-        while True:
-            job = jobs.get()
-            if job is None:
-                return
-            try:
-                job()
-            except BaseException:  # a job's own errors are its outcome; this is a bug
-                log.exception("a pool thread's job failed")
-            with self._lock:
+        cond, jobs, since = self._cond, self._jobs, self._since
+        me = threading.get_ident()
+        with cond:
+            self._starting -= 1
+            while True:
+                if jobs:
+                    job = jobs.popleft()[0]
+                    since[me] = time.monotonic()
+                    cond.release()
+                    try:
+                        job()
+                    except BaseException:  # a job's own errors are its outcome: a bug
+                        log.exception("a pool thread's job failed")
+                    finally:
+                        cond.acquire()
+                        del since[me]
+                    continue
+                if self._closed:
+                    self._threads -= 1
+                    return
                 self._idle += 1
+                cond.wait()
+                self._idle -= 1
+                self._notified -= 1
 
     def shutdown(self, cancel: bool = False) -> None:
         """Stop the threads once the jobs queued now have run (``cancel``: drop those)."""
-        with self._lock:
+        with self._cond:
             self._closed = True
-            threads = self._threads
-        if cancel:
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    self._jobs.get_nowait()
-        for _ in range(threads):
-            self._jobs.put(None)
+            if cancel:
+                self._jobs.clear()
+            self._notified = self._idle
+            self._cond.notify_all()
 
 
 class Pool:
@@ -146,6 +198,8 @@ class Pool:
         # spare threads: a timed-out thread handler keeps its thread until it returns
         self.executor = Threads(slots * 2 + 4)
         self._mp = multiprocessing.get_context("fork")
+        #: seconds a run of each handler took, on average (recent runs weigh most)
+        self.seconds: dict[str, float] = {}
 
     def submit(
         self,
@@ -162,9 +216,17 @@ class Pool:
                 out = self._run_process(spec, ctx)
             else:
                 out = call_handler(spec, ctx)
-            on_done(ctx.id, out, time.monotonic() - start)
+            took = time.monotonic() - start
+            seconds[spec.name] = seconds.get(spec.name, took) * 0.8 + took * 0.2
+            on_done(ctx.id, out, took)
 
-        self.executor.submit(run)
+        seconds = self.seconds
+        eager = spec.isolation == "process" or seconds.get(spec.name, 0.0) > SLOW
+        self.executor.submit(run, eager)
+
+    def spill(self) -> float | None:
+        """See :meth:`Threads.spill`: the worker's loop calls it every turn."""
+        return self.executor.spill()
 
     def _run_process(self, spec: HandlerSpec, ctx: TaskContext) -> Outcome:
         parent, child = self._mp.Pipe(duplex=False)

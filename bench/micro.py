@@ -8,7 +8,9 @@ codes as paho builds one for every PUBACK it reads, with clawd's paho speed-ups 
 ``valgrind --tool=callgrind`` and divide the difference by 4N: instructions per task or
 per PUBACK, the same on a loaded machine and a quiet one. ``python -m bench.micro pool N
 [--executor]``: N jobs through the worker's thread pool, or through the standard
-library's ``ThreadPoolExecutor``: CPU µs per job.
+library's ``ThreadPoolExecutor``: CPU µs per job. ``python -m bench.micro gc [--freeze]``:
+the garbage collector's pauses over the in-process realistic path, without and with the
+``gc.freeze()`` the daemon makes after start-up.
 """
 
 from __future__ import annotations
@@ -96,6 +98,39 @@ def pool(n: int, executor: bool) -> None:
     runner.shutdown()
     kind = "ThreadPoolExecutor" if executor else "clawd.worker.pool.Threads"
     click.echo(f"{kind}: {used / n * 1e6:.2f} µs of CPU per job ({n:,} jobs)")
+
+
+@main.command()
+@click.option("--freeze", is_flag=True, help="gc.freeze() first, as the daemon does.")
+@click.option("--tasks", default=20_000, show_default=True)
+def gc(freeze: bool, tasks: int) -> None:
+    """The collector's pauses over the in-process realistic path (bench.inproc)."""
+    import gc as collector
+    import time
+
+    from bench import inproc
+
+    pauses: list[float] = []
+    began = [0.0]
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - began[0])
+
+    if freeze:
+        collector.collect()
+        collector.freeze()
+    collector.callbacks.append(timed)
+    try:
+        inproc.measure("realistic", tasks, inline=True)
+    finally:
+        collector.callbacks.remove(timed)
+    click.echo(
+        f"{'frozen' if freeze else 'not frozen'}: {len(pauses)} collections, "
+        f"{sum(pauses) * 1e3:.0f} ms in all, the longest {max(pauses) * 1e3:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

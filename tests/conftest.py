@@ -141,7 +141,8 @@ class Daemon:
             raise AssertionError(f"{exc}:\n{self.output()}") from None
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:  # stop() closes it
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:

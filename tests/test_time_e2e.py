@@ -279,3 +279,26 @@ def test_clawd_submit_delay_and_not_before(
     assert (
         out.stderr.startswith("clawd: rejected:") and "is not an RFC 3339 date-time" in out.stderr
     )
+
+
+def test_a_stopping_worker_stops_the_commands_it_still_runs(
+    broker: Broker, make_config: Any, start_clawd: Any, tmp_path: Path
+) -> None:
+    cmd = tmp_path / "held.sh"
+    cmd.write_text(HELD.format(dir=tmp_path))
+    cmd.chmod(0o755)
+    cfg = make_config(
+        f'[worker]\ndrain_timeout = 0.5\n\n[handlers.exec.held]\ncommand = ["{cmd}"]\n'
+    )
+    gate(tmp_path, "s1")  # never opened: the command runs until it is stopped
+    d = start_clawd("-c", str(cfg), "run")
+    submit(broker, id="s1")
+    pid_file = tmp_path / "pid-s1"
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), what="s1 running")
+    pid = int(pid_file.read_text())
+    assert alive(pid)
+    # the drain gives up after 0.5 s and hands s1 back: its command must not run on
+    # beside the task's next attempt
+    assert d.stop(signal.SIGTERM) == 0
+    wait_until(lambda: not alive(pid), what=f"command {pid} stopped with its worker")
+    assert "stopped 1 command(s) still running" in d.output()

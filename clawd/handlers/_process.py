@@ -24,7 +24,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 #: seconds between SIGTERM and SIGKILL when a command is stopped
@@ -102,6 +102,27 @@ def _wait_exited(pid: int, until: float) -> bool:
     return True
 
 
+#: the commands running now: their process groups (the leaders' pids), by the thread
+#: that runs each
+_running: dict[int, int] = {}
+_running_lock = threading.Lock()
+
+
+def stop_running(threads: Collection[int], grace: float = GRACE) -> int:
+    """Stop the commands the ``threads`` run: SIGTERM their groups, SIGKILL after
+    ``grace`` seconds. A worker that stops calls it, so that no command outlives it (a
+    handed-back task's command would run on beside its next attempt). How many it stopped."""
+    with _running_lock:
+        groups = [pgid for pgid, owner in _running.items() if owner in threads]
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGTERM)
+    end = time.monotonic() + grace
+    for pgid in groups:
+        _wait_exited(pgid, end)
+        _signal_group(pgid, signal.SIGKILL)
+    return len(groups)
+
+
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     # ProcessLookupError: the group is gone already; PermissionError: what is left of it
     # is not ours to signal (a setuid program) -- nothing more can be done either way
@@ -157,6 +178,8 @@ def run(
         start_new_session=True,
         close_fds=True,
     )
+    with _running_lock:
+        _running[proc.pid] = threading.get_ident()
     if memory_limit is not None:
         _limit_memory(proc.pid, memory_limit)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
@@ -231,6 +254,8 @@ def run(
             stop_group(proc)
     finally:
         _signal_group(proc.pid, signal.SIGKILL)
+        with _running_lock:
+            _running.pop(proc.pid, None)
         sel.close()
         for pipe in (proc.stdin, proc.stdout, proc.stderr):
             with contextlib.suppress(OSError):

@@ -24,6 +24,7 @@ from typing import Any
 from clawd.envelope import encode
 from clawd.errors import TaskError, TaskTimeout
 from clawd.handler import HandlerSpec, TaskContext
+from clawd.handlers import _process as commands
 
 log = logging.getLogger("clawd.worker")
 
@@ -113,6 +114,8 @@ class Threads:
         self._idle = self._notified = self._starting = 0
         #: when each busy thread's job started, by thread
         self._since: dict[int, float] = {}
+        #: every thread this pool started (their idents)
+        self.idents: set[int] = set()
         self._closed = False
 
     def submit(self, job: Callable[[], None], eager: bool = False) -> None:
@@ -159,6 +162,7 @@ class Threads:
         cond, jobs, since = self._cond, self._jobs, self._since
         me = threading.get_ident()
         with cond:
+            self.idents.add(me)
             self._starting -= 1
             while True:
                 if jobs:
@@ -266,7 +270,12 @@ class Pool:
             parent.close()
 
     def shutdown(self) -> None:
+        """No new task runs; the commands that tasks still run are stopped (their
+        tasks were handed back or cancelled: nothing waits for them any more)."""
         self.executor.shutdown(cancel=True)
+        stopped = commands.stop_running(getattr(self.executor, "idents", ()))
+        if stopped:
+            log.info("stopped %d command(s) still running", stopped)
 
 
 def _kill_group(proc: Any) -> None:

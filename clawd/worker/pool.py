@@ -193,6 +193,8 @@ class Threads:
                 self._jobs.clear()
             self._notified = self._idle
             self._cond.notify_all()
+            # nobody calls spill() on a pool being replaced: what is queued gets threads now
+            self._provide(len(self._jobs) - self._notified - self._starting)
 
 
 class Pool:

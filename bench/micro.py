@@ -1,16 +1,17 @@
-"""Micro-benchmarks: two for instruction counts under callgrind, one timed in CPU.
+"""Micro-benchmarks: two for instruction counts under callgrind, the rest timed in CPU.
 
-``python -m bench.micro journal N``: the journal writes of the realistic path for N
-tasks, 50 per turn: admitted and dispatched in one commit, finished in the next,
-published in the one after. ``python -m bench.micro reasoncode N [--plain]``: N reason
-codes as paho builds one for every PUBACK it reads, with clawd's paho speed-ups (or
-``--plain``: paho as it comes). Run each for N and 5N under
-``valgrind --tool=callgrind`` and divide the difference by 4N: instructions per task or
-per PUBACK, the same on a loaded machine and a quiet one. ``python -m bench.micro pool N
+``python -m bench.micro journal N [--turn T]``: the journal writes of the realistic path
+for N tasks, T (50) per turn: admitted and dispatched in one commit, finished in the
+next, marked published in the one after (which writes the marks only when they are
+due); it prints CPU µs per task. ``python -m bench.micro reasoncode N [--plain]``: N
+reason codes as paho builds one for every PUBACK it reads, with clawd's paho speed-ups
+(or ``--plain``: paho as it comes). Run either for N and 5N under ``valgrind
+--tool=callgrind`` and divide the difference by 4N: instructions per task or per PUBACK,
+the same on a loaded machine and a quiet one. ``python -m bench.micro pool N
 [--executor]``: N jobs through the worker's thread pool, or through the standard
-library's ``ThreadPoolExecutor``: CPU µs per job. ``python -m bench.micro gc [--freeze]``:
-the garbage collector's pauses over the in-process realistic path, without and with the
-``gc.freeze()`` the daemon makes after start-up.
+library's ``ThreadPoolExecutor``: CPU µs per job. ``python -m bench.micro gc
+[--freeze]``: the garbage collector's pauses over the in-process realistic path, without
+and with the ``gc.freeze()`` the daemon makes after start-up.
 """
 
 from __future__ import annotations
@@ -31,16 +32,20 @@ def main() -> None:
 
 @main.command()
 @click.argument("n", type=int)
-def journal(n: int) -> None:
-    """The realistic path's journal writes for N tasks."""
+@click.option("--turn", default=TURN, show_default=True, help="Tasks per turn.")
+def journal(n: int, turn: int) -> None:
+    """The realistic path's journal writes for N tasks; prints CPU µs per task."""
+    import time
+
     from clawd.envelope import Task, result_doc
     from clawd.journal import Journal
 
     j = Journal(Path(tempfile.mkdtemp()) / "journal.db", fsync=False)
-    for start in range(0, n, TURN):
+    start_cpu = time.process_time()
+    for start in range(0, n, turn):
         tasks = [
             Task(id=f"t{i}", type="compute", lane="normal", input="1+1", submitted_at=1.0)
-            for i in range(start, start + TURN)
+            for i in range(start, start + turn)
         ]
         for t in tasks:
             j.add(t, None)
@@ -52,7 +57,9 @@ def journal(n: int) -> None:
         for t in tasks:
             j.published(t.id)
         j.commit()
+    used = time.process_time() - start_cpu
     j.close()
+    click.echo(f"{used / n * 1e6:.1f} µs of CPU per task, {turn} per turn ({n:,} tasks)")
 
 
 @main.command()

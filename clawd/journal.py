@@ -108,6 +108,10 @@ CREATE TABLE IF NOT EXISTS groups (
 #: ids per lookup query (SQLite allows 32 766 parameters)
 LOOKUP_CHUNK = 500
 
+#: seconds a result's published mark waits for a commit with other writes before it is
+#: written on its own
+PUBLISHED_LAG = 1.0
+
 #: the schema version this code writes (``PRAGMA user_version``)
 VERSION = 4
 #: what brings a journal of version N-1 to N (version 0: created before versions existed)
@@ -165,7 +169,9 @@ class Journal:
         self._finished: list[tuple[Any, ...]] = []
         self._dead: list[tuple[Any, ...]] = []
         self._requeued: list[tuple[int, bytes, str]] = []
-        self._published: list[tuple[str]] = []
+        #: results the broker acknowledged, by task id, and since when the oldest waits
+        self._published: dict[str, None] = {}
+        self._published_since = 0.0
         self._histories: list[tuple[bytes, str]] = []
         self._slots: list[tuple[str, float]] = []
         self._groups_added: list[tuple[str, bytes, bytes | None, float]] = []
@@ -225,6 +231,7 @@ class Journal:
             # its id's old task is past the retention: the old row makes way for this one
             self._expired.discard(task.id)
             self._forget.append((task.id,))
+            self._published.pop(task.id, None)
         self._adds.append(
             (
                 task.id,
@@ -241,6 +248,7 @@ class Journal:
         self._attempts.append((attempt, task_id))
 
     def finish(self, task_id: str, state: str, result: dict[str, Any], history: list[Any]) -> None:
+        self._published.pop(task_id, None)  # a mark for an earlier result is not this one's
         self._finished.append(
             (
                 state,
@@ -257,6 +265,7 @@ class Journal:
     def requeue(self, task_id: str, attempts: int, history: list[Any]) -> None:
         """Make a terminal task queued again (dead-letter replay); ``attempts`` keeps its
         fencing token, ``history`` says from which token on attempts count again."""
+        self._published.pop(task_id, None)
         self._requeued.append((attempts, encode(history), task_id))
 
     def handed_back(self, task_id: str, history: list[Any]) -> None:
@@ -273,8 +282,15 @@ class Journal:
         return dict(self.db.execute("SELECT name, slot FROM schedules").fetchall())
 
     def published(self, task_id: str) -> None:
-        """The broker acknowledged the task's result: it leaves the outbox."""
-        self._published.append((task_id,))
+        """The broker acknowledged the task's result: it leaves the outbox.
+
+        The mark is written with the next commit that writes anything else, or on its own
+        :data:`PUBLISHED_LAG` seconds later: at one task per turn it saved a commit per
+        task. A crash in between publishes those results once more, which results are
+        allowed (at least once, like the task)."""
+        if not self._published:
+            self._published_since = clock.monotonic()
+        self._published[task_id] = None
 
     @property
     def dirty(self) -> bool:
@@ -285,15 +301,18 @@ class Journal:
             or self._dead
             or self._requeued
             or self._histories
-            or self._published
             or self._slots
             or self._groups_added
             or self._groups_ended
         )
 
-    def commit(self) -> None:
-        """Write everything staged in one transaction."""
-        if not self.dirty:
+    def commit(self, *, marks: bool = False) -> None:
+        """Write everything staged in one transaction; results' published marks only
+        with other writes, once they have waited :data:`PUBLISHED_LAG`, or with ``marks``."""
+        if not self.dirty and not (
+            self._published
+            and (marks or clock.monotonic() - self._published_since >= PUBLISHED_LAG)
+        ):
             return
         db = self.db
         db.execute("BEGIN")
@@ -331,7 +350,9 @@ class Journal:
             if self._histories:
                 db.executemany("UPDATE tasks SET history=? WHERE id=?", self._histories)
             if self._published:
-                db.executemany("UPDATE tasks SET published=1 WHERE id=?", self._published)
+                db.executemany(
+                    "UPDATE tasks SET published=1 WHERE id=?", [(i,) for i in self._published]
+                )
             if self._slots:
                 db.executemany("INSERT OR REPLACE INTO schedules VALUES (?,?)", self._slots)
             self._commit_groups()
@@ -383,9 +404,10 @@ class Journal:
     def outbox(self) -> list[tuple[dict[str, Any], list[Any] | None]]:
         """Terminal results the broker has not acknowledged yet: (result, reply)."""
         rows = self.db.execute(
-            "SELECT result, reply FROM tasks WHERE published=0 ORDER BY seq"
+            "SELECT id, result, reply FROM tasks WHERE published=0 ORDER BY seq"
         ).fetchall()
-        return [(decode(r), decode(rp) if rp else None) for r, rp in rows]
+        marked = self._published
+        return [(decode(r), decode(rp) if rp else None) for i, r, rp in rows if i not in marked]
 
     def lookup_many(self, ids: list[str]) -> dict[str, tuple[str, dict[str, Any] | None]]:
         """(state, result) of those of ``ids`` the journal knows, by id.
@@ -507,7 +529,7 @@ class Journal:
         return cur.rowcount
 
     def close(self) -> None:
-        self.commit()
+        self.commit(marks=True)
         if self.checkpointer is not None:
             self.checkpointer.stop()
         self.db.close()

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from clawd import clock
 from clawd.envelope import Task, result_doc
 from clawd.errors import JournalError
-from clawd.journal import BACKSTOP_PAGES, PRUNE_INDEX, VERSION, Journal, prune
+from clawd.journal import BACKSTOP_PAGES, PRUNE_INDEX, PUBLISHED_LAG, VERSION, Journal, prune
 from tests.conftest import wait_until
 from tests.postgres import pg_server, pg_url  # noqa: F401
 
@@ -69,6 +70,69 @@ def test_a_result_stays_in_the_outbox_until_published(where: Path | str) -> None
     j.published("t1")
     j.commit()
     assert j.outbox() == []
+
+
+def test_a_published_mark_waits_for_a_commit_with_other_writes(
+    where: Path | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark rides on the next commit that writes something else, or goes on its own
+    once it has waited PUBLISHED_LAG; the outbox leaves it out meanwhile; a close writes it."""
+    now = [100.0]
+    monkeypatch.setattr(clock, "monotonic", lambda: now[0])
+    j = Journal(where)
+
+    def done(task_id: str) -> None:
+        task = Task(id=task_id, type="compute", lane="normal", input="1", submitted_at=1.0)
+        j.add(task, None)
+        j.finish(task_id, "ok", result_doc(task, "ok", attempts=1, result=1), [])
+        j.commit()
+
+    def unmarked() -> list[str]:
+        return [r[0] for r in j.db.execute("SELECT id FROM tasks WHERE published=0 ORDER BY seq")]
+
+    done("t1")
+    j.published("t1")
+    j.commit()  # nothing else to write: the mark waits
+    assert unmarked() == ["t1"]
+    assert j.outbox() == []  # acknowledged all the same
+    done("t2")  # a commit with other writes takes it along
+    assert unmarked() == ["t2"]
+    j.published("t2")
+    now[0] += PUBLISHED_LAG
+    j.commit()  # waited long enough: on its own
+    assert unmarked() == []
+    done("t3")
+    j.published("t3")
+    j.close()
+    j = Journal(where)
+    assert unmarked() == [] and j.outbox() == []
+    j.close()
+
+
+def test_a_mark_for_an_earlier_result_does_not_mark_the_next_one(where: Path | str) -> None:
+    """A failed task replayed from the dead letters finishes again: the broker's ack of
+    its first result must not count for the second."""
+    j = Journal(where)
+    task = Task(id="t1", type="compute", lane="normal", input="1", submitted_at=1.0)
+    j.add(task, None)
+    j.finish("t1", "failed", result_doc(task, "failed", attempts=1, error="x"), [])
+    j.commit()
+    j.published("t1")  # waiting for the next commit
+    j.requeue("t1", 1, [])
+    j.commit()
+    second = result_doc(task, "ok", attempts=2, result=2)
+    j.finish("t1", "ok", second, [])
+    j.commit()
+    assert j.outbox() == [(second, None)]
+    j.published("t1")  # the second result's ack, pending, then a third run ends
+    third = result_doc(task, "ok", attempts=3, result=3)
+    j.finish("t1", "ok", third, [])
+    j.commit()
+    assert j.outbox() == [(third, None)]
+    j.close()
+    j = Journal(where)
+    assert j.outbox() == [(third, None)]
+    j.close()
 
 
 def test_attempts_staged_with_the_admission_are_written_with_the_row(where: Path | str) -> None:

@@ -96,8 +96,8 @@ class Threads:
     (known to be slow), or when every busy thread has run its job longer than that.
 
     What :class:`~concurrent.futures.ThreadPoolExecutor` did for the pool, without what it
-    never used: a ``Future``, a work item and a semaphore round per job (7.8 µs of CPU a
-    job against 0.6 µs, ``python -m bench.micro pool``). The threads are daemon threads: a
+    never used: a ``Future``, a work item and a semaphore round per job (11.5 µs of CPU a
+    job against 2-3 µs, side by side in ``python -m bench.micro pool``). The threads are daemon threads: a
     handler that never returns does not keep the process from exiting.
     """
 

@@ -97,8 +97,8 @@ class Threads:
 
     What :class:`~concurrent.futures.ThreadPoolExecutor` did for the pool, without what it
     never used: a ``Future``, a work item and a semaphore round per job (11.5 µs of CPU a
-    job against 2-3 µs, side by side in ``python -m bench.micro pool``). The threads are daemon threads: a
-    handler that never returns does not keep the process from exiting.
+    job against 2-3 µs, side by side in ``python -m bench.micro pool``). The threads are
+    daemon threads: a handler that never returns does not keep the process from exiting.
     """
 
     def __init__(self, limit: int, name: str = "clawd-task", spill: float = SPILL) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from clawd.journal import open_readonly
 from tests.conftest import Broker, pub, run_cli, sub, wait_until
 from tests.listener import Listener
-from tests.test_time_e2e import gate, held_config, runs
+from tests.test_time_e2e import alive, gate, held_config, runs
 
 MAP_REDUCE = (
     '{"type": "group", "id": "squares", "tasks": ['
@@ -220,6 +220,10 @@ def test_clawd_cancel_of_a_group_cancels_its_running_members(
     [m0] = results.json("clawd/results/c.0")
     assert m0["status"] == "cancelled"
     results.close()
+    # and the members' commands were stopped, not left waiting on their gates
+    for member in ("c.0", "c.1"):
+        pid = int((tmp_path / f"pid-{member}").read_text())
+        wait_until(lambda pid=pid: not alive(pid), what=f"{member}'s command stopped")
     assert "c.then" not in runs(tmp_path)
 
 

@@ -103,6 +103,9 @@ class Wire:
 class InlineExecutor:
     """Runs a submitted call at once on the caller's thread (for profiling)."""
 
+    #: threads of its own that may run commands: none
+    idents: frozenset[int] = frozenset()
+
     def submit(self, fn: Callable[[], Any], eager: bool = False) -> Future[Any]:
         fn()
         f: Future[Any] = Future()

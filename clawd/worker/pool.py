@@ -135,6 +135,8 @@ class Threads:
     def spill(self) -> float | None:
         """Give the jobs that have waited :attr:`spill_after` threads of their own; in how
         many seconds to look again, or None while no job waits."""
+        if not self._jobs:
+            return None  # the usual case, every turn of the worker's loop: no lock for it
         with self._cond:
             jobs = self._jobs
             if not jobs:
@@ -214,6 +216,8 @@ class Pool:
         on_done: Callable[[str, Outcome, float], None],
         before: Callable[[], None] = lambda: None,
     ) -> None:
+        seconds = self.seconds
+
         def run() -> None:
             before()
             start = time.monotonic()
@@ -226,7 +230,6 @@ class Pool:
             seconds[spec.name] = seconds.get(spec.name, took) * 0.8 + took * 0.2
             on_done(ctx.id, out, took)
 
-        seconds = self.seconds
         eager = spec.isolation == "process" or seconds.get(spec.name, 0.0) > SLOW
         self.executor.submit(run, eager)
 
@@ -275,7 +278,7 @@ class Pool:
         """No new task runs; the commands that tasks still run are stopped (their
         tasks were handed back or cancelled: nothing waits for them any more)."""
         self.executor.shutdown(cancel=True)
-        stopped = commands.stop_running(getattr(self.executor, "idents", ()))
+        stopped = commands.stop_running(self.executor.idents)
         if stopped:
             log.info("stopped %d command(s) still running", stopped)
 
